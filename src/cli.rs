@@ -1,0 +1,68 @@
+//! The command line (see the README's "Commands" section; `../shared/contract.md` is the contract).
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "iam-inventory",
+    version,
+    about = "A live, diffable OCSF 5003 inventory of AWS IAM users, pushed to your sinks",
+    long_about = None
+)]
+pub struct Cli {
+    /// Config file (TOML).
+    #[arg(long, global = true, env = "IAM_INVENTORY_CONFIG", default_value = crate::config::DEFAULT_CONFIG_PATH)]
+    pub config: PathBuf,
+
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ChangesFormat {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// One full sync now, then exit (0 = all ok, 2 = partial, 1 = fatal).
+    Sync {
+        /// Collect, transform and diff; write nothing, send nothing. Prints the would-be changes.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// The daemon: syncs on [schedule] cron and serves /healthz and /metrics on [server] listen.
+    Run,
+    /// Prints the change log from the store.
+    Changes {
+        /// Only changes at or after this time: RFC 3339, or a duration back from now (24h, 7d).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only this account id.
+        #[arg(long)]
+        account: Option<String>,
+        /// Only this user (name or ARN).
+        #[arg(long)]
+        user: Option<String>,
+        /// `table` for people, `json` (one object per line) for scripts.
+        #[arg(long, value_enum, default_value_t = ChangesFormat::Table)]
+        format: ChangesFormat,
+    },
+    /// Prints the current snapshot as OCSF 5003 NDJSON.
+    Export,
+    /// Validates the config and prints it resolved, secrets redacted.
+    CheckConfig,
+}

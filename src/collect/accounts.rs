@@ -1,0 +1,162 @@
+//! Credentials and accounts: the base SDK config from the standard chain, the caller's account, and
+//! one account per assumed role.
+
+use std::time::Duration;
+
+use aws_config::meta::region::RegionProviderChain;
+use aws_config::retry::RetryConfig;
+use aws_config::sts::AssumeRoleProvider;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_iam::config::SharedCredentialsProvider;
+
+use super::calls::CallCounter;
+use super::{AccountError, CollectError};
+use crate::config::{AwsConfig, RetryMode, RoleConfig};
+
+const DEFAULT_SESSION_NAME: &str = "iam-inventory";
+
+/// One account to collect: the caller's own, or one reached through a role.
+#[derive(Debug, Clone)]
+pub struct AccountTarget {
+    pub role: Option<RoleConfig>,
+}
+
+impl AccountTarget {
+    /// The label used before the account id is known.
+    pub fn label(&self) -> String {
+        match &self.role {
+            Some(r) => r.account_id().to_string(),
+            None => "caller".into(),
+        }
+    }
+}
+
+/// The accounts a sync covers, in config order: the caller's first when included.
+pub fn resolve_accounts(aws: &AwsConfig) -> Vec<AccountTarget> {
+    let mut out = Vec::new();
+    if aws.include_caller_account {
+        out.push(AccountTarget { role: None });
+    }
+    out.extend(aws.roles.iter().map(|r| AccountTarget {
+        role: Some(r.clone()),
+    }));
+    out
+}
+
+/// Base SDK config: standard credential chain (env, profile, SSO, IMDS…), region from config, then
+/// `AWS_REGION`, then us-east-1 (IAM is global; the region only picks the STS endpoint), and a retry
+/// policy sized for IAM's per-account throttling.
+pub async fn build_base_config(aws: &AwsConfig) -> SdkConfig {
+    let region = RegionProviderChain::first_try(aws.region.clone().map(Region::new))
+        .or_default_provider()
+        .or_else(Region::from_static("us-east-1"));
+    let retry = match aws.retry_mode {
+        RetryMode::Adaptive => RetryConfig::adaptive(),
+        RetryMode::Standard => RetryConfig::standard(),
+    }
+    .with_max_attempts(aws.max_attempts)
+    .with_initial_backoff(Duration::from_millis(200))
+    .with_max_backoff(Duration::from_secs(20));
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .region(region)
+        .retry_config(retry);
+    if let Some(url) = &aws.endpoint_url {
+        loader = loader.endpoint_url(url);
+    }
+    loader.load().await
+}
+
+/// An account ready to be read: its IAM client (calls counted) and who it is.
+pub struct ConnectedAccount {
+    pub iam: aws_sdk_iam::Client,
+    pub account_id: String,
+    pub role_arn: Option<String>,
+    pub counter: CallCounter,
+}
+
+/// Establishes the account's identity. For a role this calls AssumeRole once up front, so a denied
+/// role fails here with STS's own error code; the IAM client then uses an [`AssumeRoleProvider`],
+/// which refreshes the session before it expires during long collections.
+pub async fn connect(
+    base: &SdkConfig,
+    target: &AccountTarget,
+    counter: CallCounter,
+) -> Result<ConnectedAccount, AccountError> {
+    let fail = |account_id: String, error: CollectError| AccountError {
+        account_id,
+        role_arn: target.role.as_ref().map(|r| r.arn.clone()),
+        error,
+    };
+    let sts_conf = aws_sdk_sts::config::Builder::from(base)
+        .interceptor(counter.clone())
+        .build();
+    let sts = aws_sdk_sts::Client::from_conf(sts_conf);
+    match &target.role {
+        None => {
+            let who = sts
+                .get_caller_identity()
+                .send()
+                .await
+                .map_err(|e| fail("caller".into(), CollectError::from_sdk("sts:GetCallerIdentity", e)))?;
+            let account_id = who.account().unwrap_or_default().to_string();
+            let iam_conf = aws_sdk_iam::config::Builder::from(base)
+                .interceptor(counter.clone())
+                .build();
+            Ok(ConnectedAccount {
+                iam: aws_sdk_iam::Client::from_conf(iam_conf),
+                account_id,
+                role_arn: None,
+                counter,
+            })
+        }
+        Some(role) => {
+            let session_name = role
+                .session_name
+                .clone()
+                .unwrap_or_else(|| DEFAULT_SESSION_NAME.into());
+            let mut req = sts
+                .assume_role()
+                .role_arn(&role.arn)
+                .role_session_name(&session_name);
+            if let Some(ext) = &role.external_id {
+                req = req.external_id(ext.expose());
+            }
+            if let Some(d) = role.duration_seconds {
+                req = req.duration_seconds(d as i32);
+            }
+            let out = req.send().await.map_err(|e| {
+                fail(
+                    role.account_id().to_string(),
+                    CollectError::from_sdk("sts:AssumeRole", e),
+                )
+            })?;
+            // arn:aws:sts::<account>:assumed-role/<role>/<session>
+            let account_id = out
+                .assumed_role_user()
+                .and_then(|u| u.arn().split(':').nth(4))
+                .filter(|a| !a.is_empty())
+                .unwrap_or(role.account_id())
+                .to_string();
+            let mut provider = AssumeRoleProvider::builder(&role.arn)
+                .session_name(session_name)
+                .configure(base);
+            if let Some(ext) = &role.external_id {
+                provider = provider.external_id(ext.expose());
+            }
+            if let Some(d) = role.duration_seconds {
+                provider = provider.session_length(Duration::from_secs(u64::from(d)));
+            }
+            let provider = provider.build().await;
+            let iam_conf = aws_sdk_iam::config::Builder::from(base)
+                .credentials_provider(SharedCredentialsProvider::new(provider))
+                .interceptor(counter.clone())
+                .build();
+            Ok(ConnectedAccount {
+                iam: aws_sdk_iam::Client::from_conf(iam_conf),
+                account_id,
+                role_arn: Some(role.arn.clone()),
+                counter,
+            })
+        }
+    }
+}

@@ -1,0 +1,886 @@
+//! Configuration: a TOML file, then `IAM_INVENTORY__SECTION__KEY` environment overrides, then `${VAR}`
+//! expansion, then typed deserialization (unknown keys rejected) and validation.
+//!
+//! Every error a user can hit is one line that names the file and the key (`sinks[0].mode: …`).
+//! Validation is pure: nothing here talks to AWS, opens the store or binds a port.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize, Serializer};
+
+/// The default config path, relative to the working directory.
+pub const DEFAULT_CONFIG_PATH: &str = "config/iam-inventory.toml";
+/// Prefix of the environment variables that override single config keys.
+pub const ENV_OVERRIDE_PREFIX: &str = "IAM_INVENTORY__";
+
+/// A configuration error, already phrased for the user: `<file>: <key>: <what is wrong>`.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// A value that must never reach a log line, the store or `check-config` output.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    /// The real value, for the one place that needs it (an HTTP header, an STS call).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"<redacted>\"")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("<redacted>")
+    }
+}
+
+/// The whole configuration, as resolved from file and environment.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where and how to read IAM.
+    #[serde(default)]
+    pub aws: AwsConfig,
+    /// How the collector spreads its calls.
+    #[serde(default)]
+    pub collect: CollectConfig,
+    /// The SQLite snapshot and change log.
+    #[serde(default)]
+    pub store: StoreConfig,
+    /// When `run` syncs.
+    #[serde(default)]
+    pub schedule: ScheduleConfig,
+    /// The daemon's health and metrics endpoint.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// Where changed records go. None at all: NDJSON on stdout.
+    #[serde(default)]
+    pub sinks: Vec<SinkConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwsConfig {
+    /// Region for the STS and IAM clients (IAM itself is global). Falls back to `AWS_REGION`, then us-east-1.
+    pub region: Option<String>,
+    /// Custom endpoint (moto, a proxy, a VPC endpoint). `AWS_ENDPOINT_URL` is honoured too.
+    pub endpoint_url: Option<String>,
+    /// IAM `ListUsers` PathPrefix: only users whose path starts with it. Must start with `/`.
+    #[serde(default = "default_path_prefix")]
+    pub path_prefix: String,
+    /// Collect the account of the base credentials too.
+    #[serde(default = "default_true")]
+    pub include_caller_account: bool,
+    /// Each assumed role is one more account.
+    #[serde(default)]
+    pub roles: Vec<RoleConfig>,
+    /// SDK attempts per call (first try included). IAM throttles per account; large estates want 10.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// `adaptive` (client-side rate limiting after throttles) or `standard`.
+    #[serde(default)]
+    pub retry_mode: RetryMode,
+}
+
+impl Default for AwsConfig {
+    fn default() -> Self {
+        AwsConfig {
+            region: None,
+            endpoint_url: None,
+            path_prefix: default_path_prefix(),
+            include_caller_account: true,
+            roles: Vec::new(),
+            max_attempts: default_max_attempts(),
+            retry_mode: RetryMode::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum RetryMode {
+    #[default]
+    Adaptive,
+    Standard,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleConfig {
+    /// `arn:aws:iam::<account>:role/<name>`.
+    pub arn: String,
+    /// The external id the role's trust policy asks for.
+    pub external_id: Option<Secret>,
+    /// STS session name (shows in CloudTrail). Default `iam-inventory`.
+    pub session_name: Option<String>,
+    /// Session length in seconds (900–43200). The credentials are refreshed before they expire.
+    pub duration_seconds: Option<u32>,
+}
+
+impl RoleConfig {
+    /// The account id named in the role ARN (validated at load time).
+    pub fn account_id(&self) -> &str {
+        self.arn.split(':').nth(4).unwrap_or_default()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectConfig {
+    /// Accounts collected at the same time.
+    #[serde(default = "default_account_concurrency")]
+    pub account_concurrency: usize,
+    /// IAM calls in flight per account (IAM rate limits are per account).
+    #[serde(default = "default_user_concurrency")]
+    pub user_concurrency: usize,
+}
+
+impl Default for CollectConfig {
+    fn default() -> Self {
+        CollectConfig {
+            account_concurrency: default_account_concurrency(),
+            user_concurrency: default_user_concurrency(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// SQLite file; created with its migrations, parent folder included.
+    #[serde(default = "default_store_path")]
+    pub path: PathBuf,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            path: default_store_path(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleConfig {
+    /// Six fields: sec min hour day-of-month month day-of-week (UTC).
+    #[serde(default = "default_cron")]
+    pub cron: String,
+    /// Sync once when `run` starts, before the first tick.
+    #[serde(default = "default_true")]
+    pub run_on_start: bool,
+}
+
+impl Default for ScheduleConfig {
+    fn default() -> Self {
+        ScheduleConfig {
+            cron: default_cron(),
+            run_on_start: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// `host:port` for `GET /healthz` and `GET /metrics`; unset = no server.
+    pub listen: Option<String>,
+}
+
+impl ServerConfig {
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        self.listen.as_deref().and_then(|l| l.parse().ok())
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum SinkType {
+    #[default]
+    Http,
+    File,
+    Stdout,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum SinkMode {
+    #[default]
+    CreateUpdate,
+    CreateOnly,
+    UpdateOnly,
+}
+
+impl SinkMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SinkMode::CreateUpdate => "create-update",
+            SinkMode::CreateOnly => "create-only",
+            SinkMode::UpdateOnly => "update-only",
+        }
+    }
+    pub fn sends_creates(self) -> bool {
+        matches!(self, SinkMode::CreateUpdate | SinkMode::CreateOnly)
+    }
+    pub fn sends_updates(self) -> bool {
+        matches!(self, SinkMode::CreateUpdate | SinkMode::UpdateOnly)
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum SinkFormat {
+    /// One record per line, `application/x-ndjson`.
+    #[default]
+    Ndjson,
+    /// One JSON array per request, `application/json`.
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Compression {
+    #[default]
+    None,
+    Gzip,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkConfig {
+    /// Unique; the key of this sink's acknowledged state in the store.
+    pub name: String,
+    /// `http` (default), `file` or `stdout`.
+    #[serde(default, rename = "type")]
+    pub kind: SinkType,
+    /// http: where records are POSTed.
+    #[serde(default, serialize_with = "serialize_redacted_url")]
+    pub url: Option<String>,
+    /// file: NDJSON appended here.
+    pub path: Option<PathBuf>,
+    /// Which changes this sink receives.
+    #[serde(default)]
+    pub mode: SinkMode,
+    /// http: request body shape.
+    #[serde(default)]
+    pub format: SinkFormat,
+    /// http: records per request.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// http: extra request headers; values may use `${VAR}` and are never shown.
+    #[serde(default)]
+    pub headers: BTreeMap<String, Secret>,
+    /// http: per-request timeout in seconds.
+    #[serde(default = "default_timeout_secs")]
+    pub timeout_secs: u64,
+    /// http: retries after the first attempt for 408/429/5xx and transport errors.
+    #[serde(default = "default_max_retries")]
+    pub max_retries: u32,
+    /// http: `none` or `gzip` request bodies.
+    #[serde(default)]
+    pub compression: Compression,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_path_prefix() -> String {
+    "/".into()
+}
+fn default_max_attempts() -> u32 {
+    10
+}
+fn default_account_concurrency() -> usize {
+    4
+}
+fn default_user_concurrency() -> usize {
+    8
+}
+fn default_store_path() -> PathBuf {
+    PathBuf::from("data/iam-inventory.db")
+}
+fn default_cron() -> String {
+    "0 0 2 * * *".into()
+}
+fn default_batch_size() -> usize {
+    100
+}
+fn default_timeout_secs() -> u64 {
+    30
+}
+fn default_max_retries() -> u32 {
+    5
+}
+
+fn serialize_redacted_url<S: Serializer>(url: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match url {
+        Some(u) => s.serialize_some(&redact_url(u)),
+        None => s.serialize_none(),
+    }
+}
+
+/// A URL as it may be shown: user-info password and query values replaced. URLs are also never logged
+/// whole elsewhere (log lines name the sink), but a token in a query string is common enough to guard.
+pub fn redact_url(raw: &str) -> String {
+    let Ok(mut url) = reqwest::Url::parse(raw) else {
+        return "<unparseable url>".into();
+    };
+    if url.password().is_some() {
+        let _ = url.set_password(Some("redacted"));
+    }
+    if url.query().is_some() {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(k, _)| (k.into_owned(), "redacted".to_string()))
+            .collect();
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    url.to_string()
+}
+
+impl Config {
+    /// Reads, overrides, expands, deserializes and validates. `path` is only used for reading and messages.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            let hint = if e.kind() == std::io::ErrorKind::NotFound {
+                " (pass --config <PATH> or set IAM_INVENTORY_CONFIG)"
+            } else {
+                ""
+            };
+            ConfigError(format!(
+                "cannot read config file {}: {e}{hint}",
+                path.display()
+            ))
+        })?;
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        Self::from_toml_str(&text, &path.display().to_string(), &env)
+    }
+
+    /// The whole pipeline on a string, with the environment passed in (tests use their own).
+    pub fn from_toml_str(
+        text: &str,
+        origin: &str,
+        env: &[(String, String)],
+    ) -> Result<Config, ConfigError> {
+        let err = |msg: String| ConfigError(format!("{origin}: {msg}"));
+        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            let (line, col) = e
+                .span()
+                .map(|s| line_col(text, s.start))
+                .unwrap_or((0, 0));
+            err(format!(
+                "invalid TOML at line {line}, column {col}: {}",
+                e.message().trim()
+            ))
+        })?;
+        apply_env_overrides(&mut table, env).map_err(err)?;
+        let mut value = toml::Value::Table(table);
+        expand_vars(&mut value, &mut Vec::new(), env).map_err(err)?;
+        let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
+            let key = e.path().to_string();
+            let msg = e.inner().to_string();
+            err(format!("{key}: {}", msg.trim()))
+        })?;
+        config.validate().map_err(err)?;
+        Ok(config)
+    }
+
+    /// Checks that serde cannot express. Messages start with the key.
+    pub fn validate(&self) -> Result<(), String> {
+        let a = &self.aws;
+        if !a.path_prefix.starts_with('/') {
+            return Err(format!(
+                "aws.path_prefix: {:?} must start with \"/\" (\"/\" selects all users; \"/contractors/\" one folder)",
+                a.path_prefix
+            ));
+        }
+        if a.path_prefix.len() > 512 || a.path_prefix.chars().any(|c| !('!'..='~').contains(&c)) {
+            return Err(format!(
+                "aws.path_prefix: {:?} must be at most 512 printable ASCII characters without spaces",
+                a.path_prefix
+            ));
+        }
+        if let Some(r) = &a.region {
+            if r.trim().is_empty() {
+                return Err("aws.region: must not be empty (e.g. \"us-east-1\")".into());
+            }
+        }
+        if let Some(u) = &a.endpoint_url {
+            check_http_url(u).map_err(|m| format!("aws.endpoint_url: {m}"))?;
+        }
+        if !(1..=20).contains(&a.max_attempts) {
+            return Err(format!(
+                "aws.max_attempts: {} is out of range (1 to 20)",
+                a.max_attempts
+            ));
+        }
+        if !a.include_caller_account && a.roles.is_empty() {
+            return Err(
+                "aws.include_caller_account: false with no [[aws.roles]] leaves no account to collect"
+                    .into(),
+            );
+        }
+        let mut seen_roles = std::collections::HashSet::new();
+        for (i, role) in a.roles.iter().enumerate() {
+            let key = format!("aws.roles[{i}]");
+            if !is_role_arn(&role.arn) {
+                return Err(format!(
+                    "{key}.arn: {:?} is not a role ARN (expected arn:aws:iam::<12-digit account>:role/<name>)",
+                    role.arn
+                ));
+            }
+            if !seen_roles.insert(role.account_id().to_string()) {
+                return Err(format!(
+                    "{key}.arn: account {} is already reached by another role; one role per account",
+                    role.account_id()
+                ));
+            }
+            if let Some(d) = role.duration_seconds {
+                if !(900..=43200).contains(&d) {
+                    return Err(format!(
+                        "{key}.duration_seconds: {d} is out of range (900 to 43200)"
+                    ));
+                }
+            }
+            if let Some(s) = &role.session_name {
+                let ok = (2..=64).contains(&s.len())
+                    && s.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "=,.@-_".contains(c));
+                if !ok {
+                    return Err(format!(
+                        "{key}.session_name: {s:?} must be 2-64 characters of letters, digits and =,.@-_"
+                    ));
+                }
+            }
+        }
+        let c = &self.collect;
+        if !(1..=64).contains(&c.account_concurrency) {
+            return Err(format!(
+                "collect.account_concurrency: {} is out of range (1 to 64)",
+                c.account_concurrency
+            ));
+        }
+        if !(1..=64).contains(&c.user_concurrency) {
+            return Err(format!(
+                "collect.user_concurrency: {} is out of range (1 to 64)",
+                c.user_concurrency
+            ));
+        }
+        if self.store.path.as_os_str().is_empty() {
+            return Err("store.path: must not be empty".into());
+        }
+        if let Some(l) = &self.server.listen {
+            if l.parse::<SocketAddr>().is_err() {
+                return Err(format!(
+                    "server.listen: {l:?} is not host:port (e.g. \"127.0.0.1:9464\")"
+                ));
+            }
+        }
+        crate::schedule::parse_cron(&self.schedule.cron)
+            .map_err(|m| format!("schedule.cron: {:?} {m}", self.schedule.cron))?;
+        let mut names = std::collections::HashSet::new();
+        for (i, sink) in self.sinks.iter().enumerate() {
+            let key = format!("sinks[{i}]");
+            if sink.name.trim().is_empty() {
+                return Err(format!("{key}.name: must not be empty"));
+            }
+            if !names.insert(sink.name.as_str()) {
+                return Err(format!(
+                    "{key}.name: {:?} is used by another sink; names must be unique (they key each sink's delivery state)",
+                    sink.name
+                ));
+            }
+            match sink.kind {
+                SinkType::Http => {
+                    let url = sink.url.as_deref().ok_or_else(|| {
+                        format!("{key}.url: required for an http sink ({:?})", sink.name)
+                    })?;
+                    check_http_url(url).map_err(|m| format!("{key}.url: {m}"))?;
+                    if sink.path.is_some() {
+                        return Err(format!(
+                            "{key}.path: only for type = \"file\" (this sink is http)"
+                        ));
+                    }
+                }
+                SinkType::File => {
+                    if sink.path.as_ref().is_none_or(|p| p.as_os_str().is_empty()) {
+                        return Err(format!(
+                            "{key}.path: required for a file sink ({:?})",
+                            sink.name
+                        ));
+                    }
+                    if sink.url.is_some() {
+                        return Err(format!("{key}.url: only for type = \"http\""));
+                    }
+                }
+                SinkType::Stdout => {
+                    if sink.url.is_some() || sink.path.is_some() {
+                        return Err(format!("{key}: a stdout sink takes neither url nor path"));
+                    }
+                }
+            }
+            if !(1..=10_000).contains(&sink.batch_size) {
+                return Err(format!(
+                    "{key}.batch_size: {} is out of range (1 to 10000)",
+                    sink.batch_size
+                ));
+            }
+            if !(1..=3600).contains(&sink.timeout_secs) {
+                return Err(format!(
+                    "{key}.timeout_secs: {} is out of range (1 to 3600)",
+                    sink.timeout_secs
+                ));
+            }
+            if sink.max_retries > 20 {
+                return Err(format!(
+                    "{key}.max_retries: {} is out of range (0 to 20)",
+                    sink.max_retries
+                ));
+            }
+            for (name, value) in &sink.headers {
+                if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                    return Err(format!(
+                        "{key}.headers: {name:?} is not a valid HTTP header name"
+                    ));
+                }
+                if reqwest::header::HeaderValue::from_str(value.expose()).is_err() {
+                    return Err(format!(
+                        "{key}.headers.{name}: the value is not a valid HTTP header value (control characters?)"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The resolved configuration as TOML, secrets redacted: what `check-config` prints.
+    pub fn to_redacted_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+
+    /// The sinks in effect: the configured ones, or one stdout sink when none is configured.
+    pub fn effective_sinks(&self) -> Vec<SinkConfig> {
+        if !self.sinks.is_empty() {
+            return self.sinks.clone();
+        }
+        vec![SinkConfig {
+            name: "stdout".into(),
+            kind: SinkType::Stdout,
+            url: None,
+            path: None,
+            mode: SinkMode::CreateUpdate,
+            format: SinkFormat::Ndjson,
+            batch_size: default_batch_size(),
+            headers: BTreeMap::new(),
+            timeout_secs: default_timeout_secs(),
+            max_retries: default_max_retries(),
+            compression: Compression::None,
+        }]
+    }
+}
+
+fn check_http_url(raw: &str) -> Result<(), String> {
+    let url = reqwest::Url::parse(raw)
+        .map_err(|e| format!("{:?} is not a valid URL ({e})", redact_url(raw)))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(format!(
+            "{:?} must be an http:// or https:// URL with a host",
+            redact_url(raw)
+        ));
+    }
+    Ok(())
+}
+
+fn is_role_arn(arn: &str) -> bool {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    parts.len() == 6
+        && parts[0] == "arn"
+        && parts[1].starts_with("aws")
+        && parts[2] == "iam"
+        && parts[3].is_empty()
+        && parts[4].len() == 12
+        && parts[4].bytes().all(|b| b.is_ascii_digit())
+        && parts[5].starts_with("role/")
+        && parts[5].len() > "role/".len()
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+/// `IAM_INVENTORY__STORE__PATH=x` sets `[store] path = "x"`; numeric segments index arrays
+/// (`IAM_INVENTORY__SINKS__0__URL`). A value keeps the type of the key it replaces; a new key is
+/// a boolean or integer when it reads as one, else a string.
+fn apply_env_overrides(table: &mut toml::Table, env: &[(String, String)]) -> Result<(), String> {
+    let mut overrides: Vec<&(String, String)> = env
+        .iter()
+        .filter(|(k, _)| k.starts_with(ENV_OVERRIDE_PREFIX))
+        .collect();
+    overrides.sort();
+    for (name, raw) in overrides {
+        let segments: Vec<String> = name[ENV_OVERRIDE_PREFIX.len()..]
+            .split("__")
+            .map(|s| s.to_ascii_lowercase())
+            .collect();
+        if segments.iter().any(|s| s.is_empty()) {
+            return Err(format!(
+                "environment variable {name}: expected IAM_INVENTORY__SECTION__KEY"
+            ));
+        }
+        let mut node = &mut *table;
+        let (last, parents) = segments.split_last().expect("split yields one segment");
+        let mut i = 0;
+        while i < parents.len() {
+            let seg = &parents[i];
+            let entry = node
+                .entry(seg.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            match entry {
+                toml::Value::Table(t) => node = t,
+                toml::Value::Array(items) => {
+                    let idx: usize = parents
+                        .get(i + 1)
+                        .and_then(|s| s.parse().ok())
+                        .ok_or_else(|| {
+                            format!("environment variable {name}: {seg} is a list; name an index (e.g. {seg}__0)")
+                        })?;
+                    match items.get_mut(idx) {
+                        Some(toml::Value::Table(t)) => node = t,
+                        _ => {
+                            return Err(format!(
+                                "environment variable {name}: {seg}[{idx}] does not exist in the config file"
+                            ));
+                        }
+                    }
+                    i += 1;
+                }
+                _ => {
+                    return Err(format!(
+                        "environment variable {name}: {seg} is not a section"
+                    ));
+                }
+            }
+            i += 1;
+        }
+        let new = match node.get(last) {
+            Some(toml::Value::String(_)) => toml::Value::String(raw.clone()),
+            Some(toml::Value::Boolean(_)) | None if raw == "true" || raw == "false" => {
+                toml::Value::Boolean(raw == "true")
+            }
+            Some(toml::Value::Integer(_)) | None if raw.parse::<i64>().is_ok() => {
+                toml::Value::Integer(raw.parse().expect("checked"))
+            }
+            _ => toml::Value::String(raw.clone()),
+        };
+        node.insert(last.clone(), new);
+    }
+    Ok(())
+}
+
+/// Replaces `${VAR}` in every string value with the environment's value; `$${` is a literal `${`.
+/// An unset variable names itself and the key.
+fn expand_vars(
+    value: &mut toml::Value,
+    path: &mut Vec<String>,
+    env: &[(String, String)],
+) -> Result<(), String> {
+    match value {
+        toml::Value::String(s) if s.contains('$') => {
+            *s = expand_str(s, env).map_err(|var| {
+                format!(
+                    "{}: environment variable {var} is not set (referenced as ${{{var}}})",
+                    key_path(path)
+                )
+            })?;
+        }
+        toml::Value::Table(t) => {
+            for (k, v) in t.iter_mut() {
+                path.push(k.clone());
+                expand_vars(v, path, env)?;
+                path.pop();
+            }
+        }
+        toml::Value::Array(items) => {
+            for (i, v) in items.iter_mut().enumerate() {
+                path.push(format!("[{i}]"));
+                expand_vars(v, path, env)?;
+                path.pop();
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn key_path(path: &[String]) -> String {
+    let mut out = String::new();
+    for seg in path {
+        if !seg.starts_with('[') && !out.is_empty() {
+            out.push('.');
+        }
+        out.push_str(seg);
+    }
+    out
+}
+
+fn expand_str(s: &str, env: &[(String, String)]) -> Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(pos) = rest.find('$') {
+        out.push_str(&rest[..pos]);
+        let after = &rest[pos..];
+        if let Some(tail) = after.strip_prefix("$${") {
+            out.push_str("${");
+            rest = tail;
+        } else if let Some(tail) = after.strip_prefix("${") {
+            let Some(end) = tail.find('}') else {
+                out.push_str(after);
+                rest = "";
+                break;
+            };
+            let var = &tail[..end];
+            match env.iter().find(|(k, _)| k == var) {
+                Some((_, v)) => out.push_str(v),
+                None => return Err(var.to_string()),
+            }
+            rest = &tail[end + 1..];
+        } else {
+            out.push('$');
+            rest = &after[1..];
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, String> {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_toml_str(text, "test.toml", &env).map_err(|e| e.0)
+    }
+
+    #[test]
+    fn empty_file_gives_the_documented_defaults() {
+        let c = load("", &[]).unwrap();
+        assert_eq!(c.aws.path_prefix, "/");
+        assert!(c.aws.include_caller_account);
+        assert_eq!(c.store.path, PathBuf::from("data/iam-inventory.db"));
+        assert_eq!(c.schedule.cron, "0 0 2 * * *");
+        assert_eq!(c.effective_sinks()[0].kind, SinkType::Stdout);
+    }
+
+    #[test]
+    fn bad_enum_names_the_key_and_the_allowed_values() {
+        let e = load(
+            "[[sinks]]\nname='a'\nurl='http://x/'\nmode='creat-only'\n",
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.starts_with("test.toml: sinks[0].mode: "), "{e}");
+        assert!(e.contains("creat-only") && e.contains("create-update"), "{e}");
+        assert!(!e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn unknown_key_is_rejected_with_its_path() {
+        let e = load("[aws]\nregoin='us-east-1'\n", &[]).unwrap_err();
+        assert!(e.contains("aws") && e.contains("regoin"), "{e}");
+    }
+
+    #[test]
+    fn malformed_toml_gives_line_and_column() {
+        let e = load("[aws]\nregion = \n", &[]).unwrap_err();
+        assert!(e.starts_with("test.toml: invalid TOML at line 2"), "{e}");
+        assert!(!e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn env_overrides_keep_types_and_index_lists() {
+        let text = "[store]\npath='a.db'\n[[sinks]]\nname='s'\nurl='http://a/'\nbatch_size=5\n";
+        let c = load(
+            text,
+            &[
+                ("IAM_INVENTORY__STORE__PATH", "b.db"),
+                ("IAM_INVENTORY__SINKS__0__BATCH_SIZE", "7"),
+                ("IAM_INVENTORY__AWS__INCLUDE_CALLER_ACCOUNT", "true"),
+                ("IAM_INVENTORY__AWS__REGION", "eu-west-1"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.store.path, PathBuf::from("b.db"));
+        assert_eq!(c.sinks[0].batch_size, 7);
+        assert_eq!(c.aws.region.as_deref(), Some("eu-west-1"));
+    }
+
+    #[test]
+    fn vars_expand_and_unset_var_names_variable_and_key() {
+        let text = "[[sinks]]\nname='s'\nurl='http://a/'\nheaders={Authorization='Bearer ${TOK}', X='$${literal}'}\n";
+        let c = load(text, &[("TOK", "t0p")]).unwrap();
+        assert_eq!(c.sinks[0].headers["Authorization"].expose(), "Bearer t0p");
+        assert_eq!(c.sinks[0].headers["X"].expose(), "${literal}");
+        let e = load(text, &[]).unwrap_err();
+        assert_eq!(
+            e,
+            "test.toml: sinks[0].headers.Authorization: environment variable TOK is not set (referenced as ${TOK})"
+        );
+    }
+
+    #[test]
+    fn secrets_never_render() {
+        let text = "[[aws.roles]]\narn='arn:aws:iam::222222222222:role/R'\nexternal_id='ext-secret'\n[[sinks]]\nname='s'\nurl='https://u:pw@h/p?token=abc'\nheaders={Authorization='Bearer sekrit'}\n";
+        let c = load(text, &[]).unwrap();
+        let shown = c.to_redacted_toml();
+        let debug = format!("{c:?}");
+        for leaked in ["ext-secret", "sekrit", ":pw@", "abc"] {
+            assert!(!shown.contains(leaked), "{leaked} in {shown}");
+            assert!(!debug.contains(leaked), "{leaked} in {debug}");
+        }
+        assert!(shown.contains("<redacted>"));
+    }
+
+    #[test]
+    fn validation_names_keys() {
+        let cases = [
+            ("[aws]\npath_prefix='engineering/'", "aws.path_prefix"),
+            ("[[aws.roles]]\narn='arn:aws:iam::12:role/x'", "aws.roles[0].arn"),
+            ("[[sinks]]\nname='s'\nurl='ftp://x/'", "sinks[0].url"),
+            ("[[sinks]]\nname='s'", "sinks[0].url"),
+            ("[[sinks]]\nname='s'\ntype='file'", "sinks[0].path"),
+            (
+                "[[sinks]]\nname='s'\nurl='http://a/'\n[[sinks]]\nname='s'\nurl='http://b/'",
+                "sinks[1].name",
+            ),
+            ("[[sinks]]\nname='s'\nurl='http://a/'\nbatch_size=0", "sinks[0].batch_size"),
+            ("[server]\nlisten='nope'", "server.listen"),
+            ("[schedule]\ncron='every day'", "schedule.cron"),
+            ("[aws]\ninclude_caller_account=false", "aws.include_caller_account"),
+        ];
+        for (text, key) in cases {
+            let e = load(text, &[]).unwrap_err();
+            assert!(e.starts_with(&format!("test.toml: {key}")), "{text} -> {e}");
+        }
+    }
+}

@@ -1,0 +1,33 @@
+//! iam-inventory keeps a live, diffable inventory of AWS IAM users as OCSF 1.6.0 class 5003
+//! (User Inventory Info) records, and pushes the changes to sinks.
+//!
+//! # Layout
+//! One sync is one pass of data through five stages ([`pipeline::run_once`]):
+//!
+//! ```text
+//! config ─► collect (IAM, per account) ─► transform (pure) ─► store (SQLite snapshot + diff) ─► deliver (per sink)
+//! ```
+//!
+//! - [`config`]: TOML + `IAM_INVENTORY__SECTION__KEY` overrides + `${VAR}` expansion, validated;
+//!   secrets wrapped so they cannot be logged.
+//! - [`collect`]: AWS only. Credentials and accounts ([`collect::accounts`]), ListUsers
+//!   ([`collect::users`]), per-user enrichment ([`collect::enrich`]), call/throttle counting
+//!   ([`collect::calls`]). A failed call fails its account, never becomes a "no".
+//! - [`transform`]: IAM user → OCSF record, no IO, no clock.
+//! - [`store`]: SQLite; migrations, one transaction per account, content-hash diff with field-level
+//!   change rows, the change log, per-sink acknowledged state.
+//! - [`deliver`]: HTTP/file/stdout sinks, batching, retries, modes.
+//! - [`app`] dispatches the CLI ([`cli`]); `main.rs` only parses and sets up [`telemetry`].
+
+pub mod app;
+pub mod cli;
+pub mod clock;
+pub mod collect;
+pub mod config;
+pub mod daemon;
+pub mod deliver;
+pub mod pipeline;
+pub mod schedule;
+pub mod store;
+pub mod telemetry;
+pub mod transform;

@@ -1,0 +1,272 @@
+//! One sync = one pass of data through the stages:
+//! config → collect (per account) → transform → store (snapshot + diff) → deliver (per sink).
+
+use std::sync::Arc;
+
+use aws_config::SdkConfig;
+use futures::StreamExt;
+use serde::Serialize;
+use tracing::Instrument;
+
+use crate::clock::now_ms;
+use crate::collect::calls::CallCounter;
+use crate::collect::enrich::enrich_all;
+use crate::collect::users::list_users;
+use crate::collect::{
+    AccountError, AccountTarget, AccountUsers, CallStats, Provenance, accounts, build_base_config,
+    resolve_accounts,
+};
+use crate::config::Config;
+use crate::deliver::{SinkReport, deliver_all};
+use crate::store::snapshot::AccountWrite;
+use crate::store::{ChangeRow, PreparedRecord, Store, StoreError};
+use crate::transform::to_ocsf;
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// Collect, transform and diff; write nothing, send nothing.
+    pub dry_run: bool,
+}
+
+/// What one account did in a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct AccountReport {
+    pub account_id: String,
+    pub role_arn: Option<String>,
+    pub ok: bool,
+    pub error: Option<String>,
+    /// The AWS error code of the failure, when AWS answered.
+    pub error_code: Option<String>,
+    pub users: usize,
+    pub created: usize,
+    pub updated: usize,
+    pub deleted: usize,
+    /// Users deleted while the sync ran (seen by ListUsers, gone by enrichment).
+    pub vanished: usize,
+    pub calls: CallStats,
+    pub duration_ms: i64,
+}
+
+/// Everything a run did; `sync` prints it, the daemon turns it into metrics.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub run_id: Option<i64>,
+    pub dry_run: bool,
+    pub started_ms: i64,
+    pub finished_ms: i64,
+    pub accounts: Vec<AccountReport>,
+    pub sinks: Vec<SinkReport>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    /// Every account collected and every sink delivered.
+    Ok,
+    /// An account failed or a sink still has pending records; the store is consistent.
+    Partial,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Ok => "ok",
+            RunStatus::Partial => "partial",
+        }
+    }
+}
+
+impl RunReport {
+    pub fn status(&self) -> RunStatus {
+        let account_failed = self.accounts.iter().any(|a| !a.ok);
+        let sink_behind = self.sinks.iter().any(|s| s.pending > 0 || s.error.is_some());
+        if account_failed || sink_behind {
+            RunStatus::Partial
+        } else {
+            RunStatus::Ok
+        }
+    }
+
+    /// 0 = all good, 2 = partial (the contract's exit codes; 1 is for fatal errors, before a report).
+    pub fn exit_code(&self) -> i32 {
+        match self.status() {
+            RunStatus::Ok => 0,
+            RunStatus::Partial => 2,
+        }
+    }
+
+    pub fn total_calls(&self) -> CallStats {
+        let mut all = CallStats::default();
+        for a in &self.accounts {
+            all.merge(&a.calls);
+        }
+        all
+    }
+}
+
+/// Runs one sync. Errors are fatal (the store is unusable); account and sink failures are in the
+/// report instead. Returns the change rows too (for `--dry-run`, which prints them).
+pub async fn run_once(
+    config: &Config,
+    store: &Arc<Store>,
+    options: RunOptions,
+) -> Result<(RunReport, Vec<ChangeRow>), StoreError> {
+    let started_ms = now_ms();
+    let run_id = if options.dry_run {
+        0
+    } else {
+        store.begin_run(started_ms)?
+    };
+    let span = tracing::info_span!("sync", run_id = run_id, dry_run = options.dry_run);
+    async move {
+        tracing::info!("sync started");
+        let base = build_base_config(&config.aws).await;
+        let targets = resolve_accounts(&config.aws);
+        let mut collected = futures::stream::iter(targets)
+            .map(|t| collect_account(&base, t, config))
+            .buffer_unordered(config.collect.account_concurrency);
+
+        let mut reports: Vec<AccountReport> = Vec::new();
+        let mut changes = Vec::new();
+        while let Some((result, calls, duration_ms)) = collected.next().await {
+            match result {
+                Ok(acc) => {
+                    let id = acc.provenance.account_id.clone();
+                    if reports.iter().any(|r| r.account_id == id) {
+                        tracing::warn!(account = %id, "account reached twice (caller and a role, or two roles); collected once");
+                        continue;
+                    }
+                    let store = Arc::clone(store);
+                    let dry_run = options.dry_run;
+                    let vanished = acc.vanished;
+                    let role_arn = acc.provenance.role_arn.clone();
+                    let outcome = tokio::task::spawn_blocking(move || write_account(&store, run_id, acc, dry_run))
+                        .await
+                        .map_err(|e| StoreError(format!("store write task failed: {e}")))??;
+                    tracing::info!(account = %id, users = outcome.users, created = outcome.created, updated = outcome.updated, deleted = outcome.deleted, "account collected");
+                    reports.push(AccountReport {
+                        account_id: id,
+                        role_arn,
+                        ok: true,
+                        error: None,
+                        error_code: None,
+                        users: outcome.users,
+                        created: outcome.created,
+                        updated: outcome.updated,
+                        deleted: outcome.deleted,
+                        vanished,
+                        calls,
+                        duration_ms,
+                    });
+                    changes.extend(outcome.changes);
+                }
+                Err(e) => {
+                    tracing::error!(account = %e.account_id, error = %e.error, "account failed; its snapshot is left as it was");
+                    if !options.dry_run {
+                        store.record_failed_account(run_id, &e.account_id, e.role_arn.as_deref(), &e.error.message)?;
+                    }
+                    reports.push(AccountReport {
+                        account_id: e.account_id.clone(),
+                        role_arn: e.role_arn.clone(),
+                        ok: false,
+                        error: Some(e.to_string()),
+                        error_code: e.error.code.clone(),
+                        users: 0,
+                        created: 0,
+                        updated: 0,
+                        deleted: 0,
+                        vanished: 0,
+                        calls,
+                        duration_ms,
+                    });
+                }
+            }
+        }
+        reports.sort_by(|a, b| a.account_id.cmp(&b.account_id));
+
+        let sinks = if options.dry_run {
+            Vec::new()
+        } else {
+            let client = crate::deliver::http::client();
+            deliver_all(store, &config.effective_sinks(), &client, now_ms).await
+        };
+        let report = RunReport {
+            run_id: (!options.dry_run).then_some(run_id),
+            dry_run: options.dry_run,
+            started_ms,
+            finished_ms: now_ms(),
+            accounts: reports,
+            sinks,
+        };
+        if !options.dry_run {
+            let status = report.status().as_str();
+            let summary = serde_json::to_string(&report).unwrap_or_default();
+            store.finish_run(run_id, report.finished_ms, status, &summary)?;
+        }
+        tracing::info!(status = report.status().as_str(), "sync finished");
+        Ok((report, changes))
+    }
+    .instrument(span)
+    .await
+}
+
+fn write_account(
+    store: &Store,
+    run_id: i64,
+    acc: AccountUsers,
+    dry_run: bool,
+) -> Result<crate::store::AccountOutcome, StoreError> {
+    let collected_ms = now_ms();
+    let records = acc
+        .users
+        .iter()
+        .map(|u| PreparedRecord::from_record(to_ocsf(u, &acc.provenance, collected_ms)));
+    store.apply_account(
+        &AccountWrite {
+            run_id,
+            account_id: &acc.provenance.account_id,
+            role_arn: acc.provenance.role_arn.as_deref(),
+            path_prefix: &acc.provenance.path_prefix,
+            collected_ms,
+            dry_run,
+        },
+        records,
+    )
+}
+
+/// Collects one account: identity, ListUsers, enrichment. Returns the call counts either way.
+async fn collect_account(
+    base: &SdkConfig,
+    target: AccountTarget,
+    config: &Config,
+) -> (Result<AccountUsers, AccountError>, CallStats, i64) {
+    let started = now_ms();
+    let counter = CallCounter::default();
+    let span = tracing::info_span!("account", account = %target.label());
+    let result = async {
+        let acc = accounts::connect(base, &target, counter.clone()).await?;
+        let fail = |error| AccountError {
+            account_id: acc.account_id.clone(),
+            role_arn: acc.role_arn.clone(),
+            error,
+        };
+        let prefix = &config.aws.path_prefix;
+        let users = list_users(&acc.iam, prefix).await.map_err(fail)?;
+        tracing::debug!(users = users.len(), "listed users");
+        let (users, vanished) = enrich_all(&acc.iam, users, config.collect.user_concurrency)
+            .await
+            .map_err(fail)?;
+        Ok(AccountUsers {
+            provenance: Provenance {
+                account_id: acc.account_id.clone(),
+                role_arn: acc.role_arn.clone(),
+                path_prefix: prefix.clone(),
+            },
+            users,
+            vanished,
+        })
+    }
+    .instrument(span)
+    .await;
+    (result, counter.snapshot(), now_ms() - started)
+}

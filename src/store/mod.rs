@@ -1,0 +1,221 @@
+//! Store: owns the SQLite file. Migrations from `migrations/*.sql` run at open; the snapshot is
+//! written one transaction per account ([`snapshot`]), so a crash at any point leaves the last good
+//! snapshot; the diff is computed from content hashes ([`diff`]); the change log is a query ([`changes`]);
+//! each sink's acknowledged state lives here too, so "what a sink still needs" is a query ([`acks`]).
+
+pub mod acks;
+pub mod changes;
+pub mod diff;
+pub mod snapshot;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, params};
+
+pub use changes::{ChangeFilter, ChangeKind, ChangeRow, FieldChange};
+pub use snapshot::{AccountOutcome, PreparedRecord};
+
+/// The migrations, in order; `PRAGMA user_version` counts how many have been applied.
+const MIGRATIONS: &[(&str, &str)] = &[(
+    "0001_init",
+    include_str!("../../migrations/0001_init.sql"),
+)];
+
+/// A store error, phrased for the user and naming the file.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StoreError(pub String);
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+pub struct Store {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+}
+
+/// How a store is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Create if missing, migrate, mark runs left `running` by a dead process as `interrupted`.
+    ReadWrite,
+    /// Must exist; nothing is written (`export`, `changes`).
+    ReadOnly,
+    /// `sync --dry-run`: an existing store is read and every write is rolled back; a missing one is
+    /// replaced by an empty in-memory store.
+    DryRun,
+}
+
+impl Store {
+    pub fn open(path: &Path, mode: OpenMode) -> Result<Store> {
+        let shown = path.display().to_string();
+        let err = |what: &str, e: &dyn std::fmt::Display| {
+            StoreError(format!("store {shown}: {what}: {}", crate::collect::error::one_line(&e.to_string())))
+        };
+        let exists = path.exists();
+        let conn = match mode {
+            OpenMode::ReadOnly | OpenMode::DryRun if !exists => {
+                if mode == OpenMode::ReadOnly {
+                    return Err(StoreError(format!(
+                        "store {shown} does not exist yet: run `iam-inventory sync` first (or set store.path)"
+                    )));
+                }
+                Connection::open_in_memory().map_err(|e| err("cannot open", &e))?
+            }
+            OpenMode::ReadOnly => {
+                Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+                    .map_err(|e| err("cannot open", &e))?
+            }
+            OpenMode::ReadWrite | OpenMode::DryRun => {
+                if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(parent).map_err(|e| {
+                        err(&format!("cannot create folder {}", parent.display()), &e)
+                    })?;
+                }
+                Connection::open(path).map_err(|e| err("cannot open", &e))?
+            }
+        };
+        conn.busy_timeout(Duration::from_secs(10))
+            .map_err(|e| err("cannot configure", &e))?;
+        // Reading user_version is the first real read: a file that is not SQLite fails here.
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| err("not a readable iam-inventory store (move it away or set store.path)", &e))?;
+        let known = MIGRATIONS.len() as i64;
+        if version > known {
+            return Err(StoreError(format!(
+                "store {shown} was written by a newer iam-inventory (schema {version}, this build knows {known}); upgrade iam-inventory"
+            )));
+        }
+        if mode == OpenMode::ReadWrite || (mode == OpenMode::DryRun && !exists) {
+            conn.pragma_update(None, "journal_mode", "WAL")
+                .map_err(|e| err("cannot enable WAL (is the folder writable?)", &e))?;
+            conn.pragma_update(None, "synchronous", "NORMAL")
+                .map_err(|e| err("cannot configure", &e))?;
+            conn.pragma_update(None, "foreign_keys", "ON")
+                .map_err(|e| err("cannot configure", &e))?;
+            migrate(&conn, version).map_err(|e| err("cannot apply migrations (is it writable?)", &e))?;
+        } else if version < known {
+            return Err(StoreError(format!(
+                "store {shown} has schema {version} and needs migrating to {known}: run `iam-inventory sync` once"
+            )));
+        }
+        if mode == OpenMode::ReadWrite {
+            conn.execute(
+                "UPDATE runs SET status = 'interrupted' WHERE status = 'running'",
+                [],
+            )
+            .map_err(|e| err("cannot write (is it read-only?)", &e))?;
+        }
+        Ok(Store {
+            conn: Mutex::new(conn),
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite inconsistent (transactions roll back on
+        // drop), so a poisoned lock is safe to reuse.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn sql_err(&self, what: &str, e: rusqlite::Error) -> StoreError {
+        StoreError(format!(
+            "store {}: {what}: {}",
+            self.path.display(),
+            crate::collect::error::one_line(&e.to_string())
+        ))
+    }
+
+    /// Starts a run; returns its id.
+    pub fn begin_run(&self, started_ms: i64) -> Result<i64> {
+        let conn = self.lock();
+        conn.execute(
+            "INSERT INTO runs (started_at, status) VALUES (?1, 'running')",
+            params![started_ms],
+        )
+        .map_err(|e| self.sql_err("cannot record the run", e))?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    pub fn finish_run(&self, run_id: i64, finished_ms: i64, status: &str, summary: &str) -> Result<()> {
+        self.lock()
+            .execute(
+                "UPDATE runs SET finished_at = ?2, status = ?3, summary = ?4 WHERE id = ?1",
+                params![run_id, finished_ms, status, summary],
+            )
+            .map_err(|e| self.sql_err("cannot record the run", e))?;
+        Ok(())
+    }
+
+    /// Records a failed account in the run; its snapshot rows are not touched.
+    pub fn record_failed_account(
+        &self,
+        run_id: i64,
+        account_id: &str,
+        role_arn: Option<&str>,
+        error: &str,
+    ) -> Result<()> {
+        self.lock()
+            .execute(
+                "INSERT OR REPLACE INTO run_accounts (run_id, account_id, role_arn, status, error)
+                 VALUES (?1, ?2, ?3, 'failed', ?4)",
+                params![run_id, account_id, role_arn, error],
+            )
+            .map_err(|e| self.sql_err("cannot record the account", e))?;
+        Ok(())
+    }
+
+    /// Users in the snapshot, all accounts.
+    pub fn user_count(&self) -> Result<i64> {
+        self.lock()
+            .query_row("SELECT COUNT(*) FROM snapshot", [], |r| r.get(0))
+            .map_err(|e| self.sql_err("cannot read the snapshot", e))
+    }
+
+    /// Writes the snapshot as OCSF NDJSON, one record per line, ordered by account then ARN.
+    pub fn export(&self, out: &mut dyn std::io::Write) -> Result<usize> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare("SELECT record, last_seen FROM snapshot ORDER BY account_id, uid")
+            .map_err(|e| self.sql_err("cannot read the snapshot", e))?;
+        let mut rows = stmt
+            .query([])
+            .map_err(|e| self.sql_err("cannot read the snapshot", e))?;
+        let mut n = 0;
+        while let Some(row) = rows.next().map_err(|e| self.sql_err("cannot read the snapshot", e))? {
+            let record: String = row.get(0).map_err(|e| self.sql_err("bad row", e))?;
+            let seen: i64 = row.get(1).map_err(|e| self.sql_err("bad row", e))?;
+            let line = with_time(&record, seen);
+            out.write_all(line.as_bytes())
+                .and_then(|_| out.write_all(b"\n"))
+                .map_err(|e| StoreError(format!("cannot write the export: {e}")))?;
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
+/// Records are stored without `time`; it is the last time a collection saw the record unchanged.
+pub(crate) fn with_time(record_without_time: &str, time_ms: i64) -> String {
+    match record_without_time.strip_prefix('{') {
+        Some(rest) if rest.trim_start().starts_with('}') => format!("{{\"time\":{time_ms}}}"),
+        Some(rest) => format!("{{\"time\":{time_ms},{rest}"),
+        None => record_without_time.to_string(),
+    }
+}
+
+fn migrate(conn: &Connection, from: i64) -> rusqlite::Result<()> {
+    for (i, (_name, sql)) in MIGRATIONS.iter().enumerate().skip(from as usize) {
+        let tx = conn.unchecked_transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}

@@ -1,0 +1,267 @@
+//! Writing one account's collection into the snapshot, in one transaction.
+
+use rusqlite::{OptionalExtension, params};
+use serde_json::Value;
+
+use super::diff::{content_hash, field_changes};
+use super::{ChangeKind, ChangeRow, Result, Store};
+use crate::transform::strip_volatile;
+
+/// A record ready for the store: hashes computed, `time` removed.
+#[derive(Debug, Clone)]
+pub struct PreparedRecord {
+    pub uid: String,
+    pub user_name: String,
+    pub path: String,
+    pub content_hash: String,
+    pub record_hash: String,
+    /// The record without `time`, as stored.
+    pub record: String,
+}
+
+impl PreparedRecord {
+    /// From a full OCSF record (as built by `transform::to_ocsf`).
+    pub fn from_record(mut record: Value) -> PreparedRecord {
+        let text = |v: &Value, p: &str| v.pointer(p).and_then(Value::as_str).unwrap_or_default().to_string();
+        let uid = text(&record, "/user/uid");
+        let user_name = text(&record, "/user/name");
+        let path = text(&record, "/unmapped/user/path");
+        if let Value::Object(m) = &mut record {
+            m.remove("time");
+        }
+        let record_hash = content_hash(&record);
+        let content_hash = content_hash(&strip_volatile(&record));
+        PreparedRecord {
+            uid,
+            user_name,
+            path,
+            content_hash,
+            record_hash,
+            record: record.to_string(),
+        }
+    }
+}
+
+/// What one account's write did.
+#[derive(Debug, Default, Clone)]
+pub struct AccountOutcome {
+    pub users: usize,
+    pub created: usize,
+    pub updated: usize,
+    pub deleted: usize,
+    pub unchanged: usize,
+    /// The change rows written (or, in a dry run, that would have been written).
+    pub changes: Vec<ChangeRow>,
+}
+
+/// Identifies one account's write.
+pub struct AccountWrite<'a> {
+    pub run_id: i64,
+    pub account_id: &'a str,
+    pub role_arn: Option<&'a str>,
+    /// Only users under this prefix can be deleted: users outside it were not asked about.
+    pub path_prefix: &'a str,
+    pub collected_ms: i64,
+    /// Roll the transaction back instead of committing (`sync --dry-run`).
+    pub dry_run: bool,
+}
+
+impl Store {
+    /// Upserts every record of a successfully collected account, records the changes, and deletes the
+    /// users under the prefix that the collection did not see — all in one transaction.
+    pub fn apply_account(
+        &self,
+        w: &AccountWrite<'_>,
+        records: impl IntoIterator<Item = PreparedRecord>,
+    ) -> Result<AccountOutcome> {
+        let mut conn = self.lock();
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| self.sql_err("cannot start a transaction (is it read-only or locked?)", e))?;
+        let mut outcome = AccountOutcome::default();
+        let e = |what: &'static str| move |err: rusqlite::Error| self.sql_err(what, err);
+        {
+            let mut lookup = tx
+                .prepare_cached("SELECT content_hash, record_hash, record FROM snapshot WHERE uid = ?1")
+                .map_err(e("cannot read the snapshot"))?;
+            let mut touch = tx
+                .prepare_cached("UPDATE snapshot SET last_seen = ?2, last_run_id = ?3 WHERE uid = ?1")
+                .map_err(e("cannot write the snapshot"))?;
+            let mut rewrite = tx
+                .prepare_cached(
+                    "UPDATE snapshot SET account_id = ?2, user_name = ?3, path = ?4, content_hash = ?5,
+                       record_hash = ?6, record = ?7, last_seen = ?8, last_run_id = ?9,
+                       last_changed = CASE WHEN content_hash = ?5 THEN last_changed ELSE ?8 END
+                     WHERE uid = ?1",
+                )
+                .map_err(e("cannot write the snapshot"))?;
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO snapshot (uid, account_id, user_name, path, content_hash, record_hash, record,
+                       first_seen, last_seen, last_changed, last_run_id)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?8, ?9)",
+                )
+                .map_err(e("cannot write the snapshot"))?;
+            let mut log = tx
+                .prepare_cached(
+                    "INSERT INTO changes (run_id, at, account_id, uid, user_name, kind, fields)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )
+                .map_err(e("cannot write the change log"))?;
+
+            let mut push_change = |outcome: &mut AccountOutcome,
+                                   uid: &str,
+                                   user_name: &str,
+                                   kind: ChangeKind,
+                                   fields: Vec<super::FieldChange>|
+             -> Result<()> {
+                let fields_json = serde_json::to_string(&fields).unwrap_or_else(|_| "[]".into());
+                log.execute(params![
+                    w.run_id,
+                    w.collected_ms,
+                    w.account_id,
+                    uid,
+                    user_name,
+                    kind.as_str(),
+                    fields_json
+                ])
+                .map_err(e("cannot write the change log"))?;
+                outcome.changes.push(ChangeRow {
+                    run_id: (!w.dry_run).then_some(w.run_id),
+                    at: w.collected_ms,
+                    account_id: w.account_id.to_string(),
+                    uid: uid.to_string(),
+                    user_name: user_name.to_string(),
+                    kind,
+                    fields,
+                });
+                Ok(())
+            };
+
+            for rec in records {
+                outcome.users += 1;
+                let existing: Option<(String, String, String)> = lookup
+                    .query_row(params![rec.uid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                    .optional()
+                    .map_err(e("cannot read the snapshot"))?;
+                match existing {
+                    None => {
+                        insert
+                            .execute(params![
+                                rec.uid,
+                                w.account_id,
+                                rec.user_name,
+                                rec.path,
+                                rec.content_hash,
+                                rec.record_hash,
+                                rec.record,
+                                w.collected_ms,
+                                w.run_id
+                            ])
+                            .map_err(e("cannot write the snapshot"))?;
+                        outcome.created += 1;
+                        push_change(&mut outcome, &rec.uid, &rec.user_name, ChangeKind::Created, Vec::new())?;
+                    }
+                    Some((_, record_hash, _)) if record_hash == rec.record_hash => {
+                        touch
+                            .execute(params![rec.uid, w.collected_ms, w.run_id])
+                            .map_err(e("cannot write the snapshot"))?;
+                        outcome.unchanged += 1;
+                    }
+                    Some((content_hash, _, old_record)) => {
+                        rewrite
+                            .execute(params![
+                                rec.uid,
+                                w.account_id,
+                                rec.user_name,
+                                rec.path,
+                                rec.content_hash,
+                                rec.record_hash,
+                                rec.record,
+                                w.collected_ms,
+                                w.run_id
+                            ])
+                            .map_err(e("cannot write the snapshot"))?;
+                        // Same content hash: only volatile fields (last-used times) moved. Kept fresh in
+                        // the snapshot, but not a change.
+                        let fields = if content_hash == rec.content_hash {
+                            Vec::new()
+                        } else {
+                            let old: Value = serde_json::from_str(&old_record).unwrap_or(Value::Null);
+                            let new: Value = serde_json::from_str(&rec.record).unwrap_or(Value::Null);
+                            field_changes(&strip_volatile(&old), &strip_volatile(&new))
+                        };
+                        if fields.is_empty() {
+                            outcome.unchanged += 1;
+                        } else {
+                            outcome.updated += 1;
+                            push_change(&mut outcome, &rec.uid, &rec.user_name, ChangeKind::Updated, fields)?;
+                        }
+                    }
+                }
+            }
+
+            // Users of this account under the prefix that this collection did not see are gone.
+            let gone: Vec<(String, String)> = {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "SELECT uid, user_name FROM snapshot
+                         WHERE account_id = ?1 AND last_run_id != ?2 AND substr(path, 1, length(?3)) = ?3
+                         ORDER BY uid",
+                    )
+                    .map_err(e("cannot read the snapshot"))?;
+                let rows = stmt
+                    .query_map(params![w.account_id, w.run_id, w.path_prefix], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })
+                    .map_err(e("cannot read the snapshot"))?;
+                rows.collect::<rusqlite::Result<_>>()
+                    .map_err(e("cannot read the snapshot"))?
+            };
+            for (uid, user_name) in gone {
+                tx.execute("DELETE FROM snapshot WHERE uid = ?1", params![uid])
+                    .map_err(e("cannot write the snapshot"))?;
+                tx.execute("DELETE FROM sink_acks WHERE uid = ?1", params![uid])
+                    .map_err(e("cannot write the snapshot"))?;
+                outcome.deleted += 1;
+                push_change(&mut outcome, &uid, &user_name, ChangeKind::Deleted, Vec::new())?;
+            }
+
+            tx.execute(
+                "INSERT OR REPLACE INTO run_accounts
+                   (run_id, account_id, role_arn, status, users, created, updated, deleted)
+                 VALUES (?1, ?2, ?3, 'ok', ?4, ?5, ?6, ?7)",
+                params![
+                    w.run_id,
+                    w.account_id,
+                    w.role_arn,
+                    outcome.users as i64,
+                    outcome.created as i64,
+                    outcome.updated as i64,
+                    outcome.deleted as i64
+                ],
+            )
+            .map_err(e("cannot record the account"))?;
+        }
+        if w.dry_run {
+            tx.rollback().map_err(e("cannot roll back"))?;
+        } else {
+            tx.commit().map_err(e("cannot commit"))?;
+        }
+        Ok(outcome)
+    }
+
+    /// The stored record of one user (with `time`), if any.
+    pub fn record(&self, uid: &str) -> Result<Option<Value>> {
+        let conn = self.lock();
+        let row: Option<(String, i64)> = conn
+            .query_row(
+                "SELECT record, last_seen FROM snapshot WHERE uid = ?1",
+                params![uid],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(|e| self.sql_err("cannot read the snapshot", e))?;
+        Ok(row.and_then(|(rec, seen)| serde_json::from_str(&super::with_time(&rec, seen)).ok()))
+    }
+}

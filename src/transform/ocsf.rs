@@ -1,0 +1,298 @@
+//! IAM user → OCSF 1.6.0 User Inventory Info (class 5003), per the mapping in
+//! `../shared/ocsf/README.md`. Every record must pass the strict schema; tests check that.
+//!
+//! OCSF corners worth knowing:
+//! - nulls fail the schema's type checks, so absent values are omitted, never `null`, except inside
+//!   `unmapped`, which is free-form (`password_last_used_time: null` = "never used", as in the mapping table);
+//! - `programmatic_credential` only has `uid`, `type`, `last_used_time`: key status and creation time go
+//!   to `unmapped.user.access_keys[]`;
+//! - `cloud` is only allowed when `metadata.profiles` lists `"cloud"`, and is then required;
+//! - every timestamp is epoch milliseconds (the strict schema rejects anything below 1e11).
+
+use serde_json::{Map, Value, json};
+
+use crate::collect::{IamUser, Provenance};
+
+pub const OCSF_VERSION: &str = "1.6.0";
+const ACCOUNT_TYPE_ID_AWS: u8 = 10;
+
+/// Fields that change without the user changing: the collection time and "last used" times.
+/// They are kept in the record but excluded from the content hash, so a key being used is not an
+/// update (otherwise every active key would make its user "updated" on every sync).
+/// `[]` marks "every element of this array".
+pub const VOLATILE_FIELDS: &[&str] = &[
+    "time",
+    "metadata.processed_time",
+    "user.ldap_person.last_login_time",
+    "user.programmatic_credentials[].last_used_time",
+    "unmapped.user.password_last_used_time",
+    "unmapped.user.access_keys[].last_used_time",
+    "unmapped.user.access_keys[].last_used_service",
+    "unmapped.user.access_keys[].last_used_region",
+];
+
+/// The OCSF record for one user, collected at `collected_ms` (epoch milliseconds).
+pub fn to_ocsf(user: &IamUser, source: &Provenance, collected_ms: i64) -> Value {
+    let account = json!({
+        "uid": source.account_id,
+        "type_id": ACCOUNT_TYPE_ID_AWS,
+        "type": "AWS Account",
+    });
+
+    let tags: Vec<Value> = user
+        .tags
+        .iter()
+        .map(|t| json!({"name": t.key, "value": t.value}))
+        .collect();
+    let mut ldap_person = Map::new();
+    ldap_person.insert("created_time".into(), json!(user.create_date));
+    if let Some(t) = user.password_last_used {
+        ldap_person.insert("last_login_time".into(), json!(t));
+    }
+    ldap_person.insert("tags".into(), Value::Array(tags));
+
+    let credentials: Vec<Value> = user
+        .access_keys
+        .iter()
+        .map(|k| {
+            let mut c = Map::new();
+            c.insert("uid".into(), json!(k.id));
+            c.insert("type".into(), json!("AWS Access Key"));
+            if let Some(used) = &k.last_used {
+                c.insert("last_used_time".into(), json!(used.date));
+            }
+            Value::Object(c)
+        })
+        .collect();
+
+    let groups: Vec<Value> = user
+        .groups
+        .iter()
+        .map(|g| {
+            let mut o = Map::new();
+            o.insert("name".into(), json!(g.name));
+            if let Some(arn) = &g.arn {
+                o.insert("uid".into(), json!(arn));
+            }
+            Value::Object(o)
+        })
+        .collect();
+
+    let access_keys: Vec<Value> = user
+        .access_keys
+        .iter()
+        .map(|k| {
+            let mut o = Map::new();
+            o.insert("uid".into(), json!(k.id));
+            o.insert("status".into(), json!(k.status));
+            if let Some(c) = k.created {
+                o.insert("created_time".into(), json!(c));
+            }
+            if let Some(used) = &k.last_used {
+                o.insert("last_used_time".into(), json!(used.date));
+                if let Some(s) = &used.service {
+                    o.insert("last_used_service".into(), json!(s));
+                }
+                if let Some(r) = &used.region {
+                    o.insert("last_used_region".into(), json!(r));
+                }
+            }
+            Value::Object(o)
+        })
+        .collect();
+
+    let mfa_devices: Vec<Value> = user
+        .mfa_devices
+        .iter()
+        .map(|d| json!({"serial": d.serial, "enabled_time": d.enabled}))
+        .collect();
+
+    let mut unmapped_user = Map::new();
+    unmapped_user.insert("path".into(), json!(user.path));
+    unmapped_user.insert(
+        "is_console_user".into(),
+        json!(user.login_profile.is_some()),
+    );
+    if let Some(p) = &user.login_profile {
+        unmapped_user.insert(
+            "login_profile".into(),
+            json!({"created_time": p.created, "password_reset_required": p.password_reset_required}),
+        );
+    }
+    if user.password_last_used.is_none() {
+        unmapped_user.insert("password_last_used_time".into(), Value::Null);
+    }
+    unmapped_user.insert("access_keys".into(), Value::Array(access_keys));
+    unmapped_user.insert("mfa_devices".into(), Value::Array(mfa_devices));
+
+    let mut source_obj = Map::new();
+    source_obj.insert("account_uid".into(), json!(source.account_id));
+    if let Some(role) = &source.role_arn {
+        source_obj.insert("assumed_role_arn".into(), json!(role));
+    }
+    source_obj.insert("path_prefix".into(), json!(source.path_prefix));
+
+    json!({
+        "activity_id": 2,
+        "activity_name": "Collect",
+        "category_uid": 5,
+        "category_name": "Discovery",
+        "class_uid": 5003,
+        "class_name": "User Inventory Info",
+        "type_uid": 500302,
+        "type_name": "User Inventory Info: Collect",
+        "severity_id": 1,
+        "severity": "Informational",
+        "time": collected_ms,
+        "metadata": {
+            "version": OCSF_VERSION,
+            "profiles": ["cloud"],
+            "product": {
+                "name": "AWS IAM",
+                "vendor_name": "AWS",
+                "feature": {"name": "iam-inventory", "version": env!("CARGO_PKG_VERSION")},
+            },
+        },
+        "cloud": {"provider": "AWS", "account": account},
+        "user": {
+            "uid": user.arn,
+            "uid_alt": user.user_id,
+            "name": user.user_name,
+            "type_id": 1,
+            "type": "User",
+            "has_mfa": !user.mfa_devices.is_empty(),
+            "account": account,
+            "ldap_person": Value::Object(ldap_person),
+            "programmatic_credentials": credentials,
+            "groups": groups,
+        },
+        "unmapped": {
+            "user": Value::Object(unmapped_user),
+            "source": Value::Object(source_obj),
+        },
+    })
+}
+
+/// A copy of the record without [`VOLATILE_FIELDS`]: what the content hash and the diff see.
+pub fn strip_volatile(record: &Value) -> Value {
+    let mut out = record.clone();
+    for path in VOLATILE_FIELDS {
+        let segments: Vec<&str> = path.split('.').collect();
+        remove_path(&mut out, &segments);
+    }
+    out
+}
+
+fn remove_path(v: &mut Value, segments: &[&str]) {
+    let Some((first, rest)) = segments.split_first() else {
+        return;
+    };
+    let Value::Object(map) = v else { return };
+    if let Some(array_key) = first.strip_suffix("[]") {
+        if let Some(Value::Array(items)) = map.get_mut(array_key) {
+            for item in items {
+                remove_path(item, rest);
+            }
+        }
+    } else if rest.is_empty() {
+        map.remove(*first);
+    } else if let Some(child) = map.get_mut(*first) {
+        remove_path(child, rest);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collect::{AccessKey, Group, KeyLastUsed, LoginProfile, MfaDevice, Tag};
+
+    pub(crate) fn sample_user() -> IamUser {
+        IamUser {
+            arn: "arn:aws:iam::123456789012:user/engineering/alice".into(),
+            user_id: "AIDAEXAMPLEALICE0001".into(),
+            user_name: "alice".into(),
+            path: "/engineering/".into(),
+            create_date: 1_600_000_000_000,
+            password_last_used: Some(1_700_000_000_000),
+            access_keys: vec![
+                AccessKey {
+                    id: "AKIAALICE1".into(),
+                    status: "Active".into(),
+                    created: Some(1_600_000_100_000),
+                    last_used: Some(KeyLastUsed {
+                        date: 1_700_000_500_000,
+                        service: Some("s3".into()),
+                        region: Some("eu-west-1".into()),
+                    }),
+                },
+                AccessKey {
+                    id: "AKIAALICE2".into(),
+                    status: "Inactive".into(),
+                    created: Some(1_600_000_200_000),
+                    last_used: None,
+                },
+            ],
+            mfa_devices: vec![MfaDevice {
+                serial: "arn:aws:iam::123456789012:mfa/alice".into(),
+                enabled: 1_600_000_300_000,
+            }],
+            login_profile: Some(LoginProfile {
+                created: 1_600_000_400_000,
+                password_reset_required: false,
+            }),
+            tags: vec![Tag {
+                key: "team".into(),
+                value: "платформа ✓".into(),
+            }],
+            groups: vec![Group {
+                name: "admins".into(),
+                arn: Some("arn:aws:iam::123456789012:group/admins".into()),
+            }],
+        }
+    }
+
+    fn source() -> Provenance {
+        Provenance {
+            account_id: "123456789012".into(),
+            role_arn: None,
+            path_prefix: "/".into(),
+        }
+    }
+
+    #[test]
+    fn golden_alice() {
+        let got = to_ocsf(&sample_user(), &source(), 1_750_000_000_000);
+        let want: Value =
+            serde_json::from_str(include_str!("../../tests/golden/alice.json")).unwrap();
+        assert_eq!(got, want, "{}", serde_json::to_string_pretty(&got).unwrap());
+    }
+
+    #[test]
+    fn a_user_without_anything_says_false_and_empty_explicitly() {
+        let mut u = sample_user();
+        u.access_keys.clear();
+        u.mfa_devices.clear();
+        u.login_profile = None;
+        u.password_last_used = None;
+        u.groups.clear();
+        u.tags.clear();
+        let r = to_ocsf(&u, &source(), 1_750_000_000_000);
+        assert_eq!(r["user"]["has_mfa"], json!(false));
+        assert_eq!(r["unmapped"]["user"]["is_console_user"], json!(false));
+        assert_eq!(r["user"]["programmatic_credentials"], json!([]));
+        assert_eq!(r["unmapped"]["user"]["password_last_used_time"], Value::Null);
+        assert!(r["user"]["ldap_person"].get("last_login_time").is_none());
+    }
+
+    #[test]
+    fn strip_volatile_removes_times_but_keeps_identity() {
+        let r = to_ocsf(&sample_user(), &source(), 1_750_000_000_000);
+        let s = strip_volatile(&r);
+        assert!(s.get("time").is_none());
+        assert!(s["user"]["ldap_person"].get("last_login_time").is_none());
+        assert!(s["user"]["programmatic_credentials"][0].get("last_used_time").is_none());
+        assert_eq!(s["user"]["programmatic_credentials"][0]["uid"], "AKIAALICE1");
+        assert!(s["unmapped"]["user"]["access_keys"][0].get("last_used_service").is_none());
+        assert_eq!(s["unmapped"]["user"]["access_keys"][0]["status"], "Active");
+    }
+}
