@@ -13,6 +13,16 @@ fi
 python=${PYTHON:-python3}
 command -v "$python" >/dev/null || { echo "bootstrap: $python not found; install Python 3.9+ (e.g. apt-get install python3 python3-venv)" >&2; exit 1; }
 echo "bootstrap: installing moto and boto3 into $venv" >&2
-"$python" -m venv "$venv"
+if ! "$python" -m venv "$venv" 2>/dev/null; then
+  # Debian/Ubuntu ship venv separately.
+  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
+    rm -rf "$venv"
+    "$python" -m venv "$venv"
+  else
+    echo "bootstrap: '$python -m venv' failed; install python3-venv" >&2
+    exit 1
+  fi
+fi
 "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$req"
 echo "$want" > "$stamp"

@@ -32,7 +32,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Sync { dry_run } => {
-            let mode = if dry_run { OpenMode::DryRun } else { OpenMode::ReadWrite };
+            let mode = if dry_run {
+                OpenMode::DryRun
+            } else {
+                OpenMode::ReadWrite
+            };
             let store = Arc::new(Store::open(&config.store.path, mode)?);
             let (report, changes) = run_once(&config, &store, RunOptions { dry_run }).await?;
             if dry_run {

@@ -53,8 +53,15 @@ mod tests {
         let now = 1_000_000_000_000;
         assert_eq!(parse_since("24h", now), Ok(now - 86_400_000));
         assert_eq!(parse_since("7d", now), Ok(now - 7 * 86_400_000));
-        assert_eq!(parse_since("2026-01-01T00:00:00Z", now), Ok(1_767_225_600_000));
-        assert!(parse_since("yesterday", now).unwrap_err().starts_with("--since"));
+        assert_eq!(
+            parse_since("2026-01-01T00:00:00Z", now),
+            Ok(1_767_225_600_000)
+        );
+        assert!(
+            parse_since("yesterday", now)
+                .unwrap_err()
+                .starts_with("--since")
+        );
         assert!(parse_since("5y", now).is_err());
     }
 

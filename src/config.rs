@@ -268,8 +268,8 @@ pub struct SinkConfig {
     #[serde(default, rename = "type")]
     pub kind: SinkType,
     /// http: where records are POSTed.
-    #[serde(default, serialize_with = "serialize_redacted_url")]
-    pub url: Option<String>,
+    #[serde(default)]
+    pub url: Option<SinkUrl>,
     /// file: NDJSON appended here.
     pub path: Option<PathBuf>,
     /// Which changes this sink receives.
@@ -326,10 +326,26 @@ fn default_max_retries() -> u32 {
     5
 }
 
-fn serialize_redacted_url<S: Serializer>(url: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
-    match url {
-        Some(u) => s.serialize_some(&redact_url(u)),
-        None => s.serialize_none(),
+/// A sink URL: shown (Debug, `check-config`) with its password and query values redacted.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct SinkUrl(String);
+
+impl SinkUrl {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SinkUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", redact_url(&self.0))
+    }
+}
+
+impl Serialize for SinkUrl {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&redact_url(&self.0))
     }
 }
 
@@ -378,10 +394,7 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let err = |msg: String| ConfigError(format!("{origin}: {msg}"));
         let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-            let (line, col) = e
-                .span()
-                .map(|s| line_col(text, s.start))
-                .unwrap_or((0, 0));
+            let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
             err(format!(
                 "invalid TOML at line {line}, column {col}: {}",
                 e.message().trim()
@@ -392,8 +405,10 @@ impl Config {
         expand_vars(&mut value, &mut Vec::new(), env).map_err(err)?;
         let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
             let key = e.path().to_string();
+            // toml appends "in `sinks.mode`" on a second line; the path already says where.
             let msg = e.inner().to_string();
-            err(format!("{key}: {}", msg.trim()))
+            let first = msg.lines().next().unwrap_or_default().trim().to_string();
+            err(format!("{key}: {first}"))
         })?;
         config.validate().map_err(err)?;
         Ok(config)
@@ -414,10 +429,8 @@ impl Config {
                 a.path_prefix
             ));
         }
-        if let Some(r) = &a.region {
-            if r.trim().is_empty() {
-                return Err("aws.region: must not be empty (e.g. \"us-east-1\")".into());
-            }
+        if a.region.as_ref().is_some_and(|r| r.trim().is_empty()) {
+            return Err("aws.region: must not be empty (e.g. \"us-east-1\")".into());
         }
         if let Some(u) = &a.endpoint_url {
             check_http_url(u).map_err(|m| format!("aws.endpoint_url: {m}"))?;
@@ -449,12 +462,10 @@ impl Config {
                     role.account_id()
                 ));
             }
-            if let Some(d) = role.duration_seconds {
-                if !(900..=43200).contains(&d) {
-                    return Err(format!(
-                        "{key}.duration_seconds: {d} is out of range (900 to 43200)"
-                    ));
-                }
+            if let Some(d) = role.duration_seconds.filter(|d| !(900..=43200).contains(d)) {
+                return Err(format!(
+                    "{key}.duration_seconds: {d} is out of range (900 to 43200)"
+                ));
             }
             if let Some(s) = &role.session_name {
                 let ok = (2..=64).contains(&s.len())
@@ -483,12 +494,15 @@ impl Config {
         if self.store.path.as_os_str().is_empty() {
             return Err("store.path: must not be empty".into());
         }
-        if let Some(l) = &self.server.listen {
-            if l.parse::<SocketAddr>().is_err() {
-                return Err(format!(
-                    "server.listen: {l:?} is not host:port (e.g. \"127.0.0.1:9464\")"
-                ));
-            }
+        if let Some(l) = self
+            .server
+            .listen
+            .as_ref()
+            .filter(|l| l.parse::<SocketAddr>().is_err())
+        {
+            return Err(format!(
+                "server.listen: {l:?} is not host:port (e.g. \"127.0.0.1:9464\")"
+            ));
         }
         crate::schedule::parse_cron(&self.schedule.cron)
             .map_err(|m| format!("schedule.cron: {:?} {m}", self.schedule.cron))?;
@@ -506,7 +520,7 @@ impl Config {
             }
             match sink.kind {
                 SinkType::Http => {
-                    let url = sink.url.as_deref().ok_or_else(|| {
+                    let url = sink.url.as_ref().map(SinkUrl::as_str).ok_or_else(|| {
                         format!("{key}.url: required for an http sink ({:?})", sink.name)
                     })?;
                     check_http_url(url).map_err(|m| format!("{key}.url: {m}"))?;
@@ -800,7 +814,10 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.starts_with("test.toml: sinks[0].mode: "), "{e}");
-        assert!(e.contains("creat-only") && e.contains("create-update"), "{e}");
+        assert!(
+            e.contains("creat-only") && e.contains("create-update"),
+            "{e}"
+        );
         assert!(!e.contains('\n'), "{e}");
     }
 
@@ -865,7 +882,10 @@ mod tests {
     fn validation_names_keys() {
         let cases = [
             ("[aws]\npath_prefix='engineering/'", "aws.path_prefix"),
-            ("[[aws.roles]]\narn='arn:aws:iam::12:role/x'", "aws.roles[0].arn"),
+            (
+                "[[aws.roles]]\narn='arn:aws:iam::12:role/x'",
+                "aws.roles[0].arn",
+            ),
             ("[[sinks]]\nname='s'\nurl='ftp://x/'", "sinks[0].url"),
             ("[[sinks]]\nname='s'", "sinks[0].url"),
             ("[[sinks]]\nname='s'\ntype='file'", "sinks[0].path"),
@@ -873,10 +893,16 @@ mod tests {
                 "[[sinks]]\nname='s'\nurl='http://a/'\n[[sinks]]\nname='s'\nurl='http://b/'",
                 "sinks[1].name",
             ),
-            ("[[sinks]]\nname='s'\nurl='http://a/'\nbatch_size=0", "sinks[0].batch_size"),
+            (
+                "[[sinks]]\nname='s'\nurl='http://a/'\nbatch_size=0",
+                "sinks[0].batch_size",
+            ),
             ("[server]\nlisten='nope'", "server.listen"),
             ("[schedule]\ncron='every day'", "schedule.cron"),
-            ("[aws]\ninclude_caller_account=false", "aws.include_caller_account"),
+            (
+                "[aws]\ninclude_caller_account=false",
+                "aws.include_caller_account",
+            ),
         ];
         for (text, key) in cases {
             let e = load(text, &[]).unwrap_err();

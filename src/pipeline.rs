@@ -79,7 +79,10 @@ impl RunStatus {
 impl RunReport {
     pub fn status(&self) -> RunStatus {
         let account_failed = self.accounts.iter().any(|a| !a.ok);
-        let sink_behind = self.sinks.iter().any(|s| s.pending > 0 || s.error.is_some());
+        let sink_behind = self
+            .sinks
+            .iter()
+            .any(|s| s.pending > 0 || s.error.is_some());
         if account_failed || sink_behind {
             RunStatus::Partial
         } else {

@@ -93,11 +93,12 @@ pub async fn connect(
     let sts = aws_sdk_sts::Client::from_conf(sts_conf);
     match &target.role {
         None => {
-            let who = sts
-                .get_caller_identity()
-                .send()
-                .await
-                .map_err(|e| fail("caller".into(), CollectError::from_sdk("sts:GetCallerIdentity", e)))?;
+            let who = sts.get_caller_identity().send().await.map_err(|e| {
+                fail(
+                    "caller".into(),
+                    CollectError::from_sdk("sts:GetCallerIdentity", e),
+                )
+            })?;
             let account_id = who.account().unwrap_or_default().to_string();
             let iam_conf = aws_sdk_iam::config::Builder::from(base)
                 .interceptor(counter.clone())

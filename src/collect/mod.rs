@@ -105,7 +105,11 @@ pub struct AccountError {
 impl std::fmt::Display for AccountError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.role_arn {
-            Some(role) => write!(f, "account {} (role {role}): {}", self.account_id, self.error),
+            Some(role) => write!(
+                f,
+                "account {} (role {role}): {}",
+                self.account_id, self.error
+            ),
             None => write!(f, "account {} (caller): {}", self.account_id, self.error),
         }
     }

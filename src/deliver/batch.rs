@@ -15,7 +15,8 @@ pub struct Batch<'a> {
 pub fn batches(page: &[PendingRecord], batch_size: usize) -> Vec<Batch<'_>> {
     let mut out = Vec::new();
     for is_update in [false, true] {
-        let of_kind: Vec<&PendingRecord> = page.iter().filter(|r| r.is_update == is_update).collect();
+        let of_kind: Vec<&PendingRecord> =
+            page.iter().filter(|r| r.is_update == is_update).collect();
         for chunk in of_kind.chunks(batch_size.max(1)) {
             out.push(Batch {
                 is_update,
@@ -29,7 +30,12 @@ pub fn batches(page: &[PendingRecord], batch_size: usize) -> Vec<Batch<'_>> {
 impl Batch<'_> {
     /// The request body: NDJSON lines or one JSON array.
     pub fn encode(&self, format: SinkFormat) -> Vec<u8> {
-        let size: usize = self.records.iter().map(|r| r.record.len() + 1).sum::<usize>() + 2;
+        let size: usize = self
+            .records
+            .iter()
+            .map(|r| r.record.len() + 1)
+            .sum::<usize>()
+            + 2;
         let mut body = Vec::with_capacity(size);
         match format {
             SinkFormat::Ndjson => {
@@ -57,7 +63,11 @@ impl Batch<'_> {
     pub fn idempotency_key(&self, sink: &str) -> String {
         let mut h = Sha256::new();
         h.update(sink.as_bytes());
-        h.update(if self.is_update { b"\nupdate" } else { b"\ncreate" });
+        h.update(if self.is_update {
+            b"\nupdate"
+        } else {
+            b"\ncreate"
+        });
         for r in &self.records {
             h.update(b"\n");
             h.update(r.uid.as_bytes());
@@ -83,20 +93,40 @@ mod tests {
 
     #[test]
     fn batches_split_by_kind_and_size() {
-        let page = vec![rec("a", false), rec("b", true), rec("c", false), rec("d", false)];
+        let page = vec![
+            rec("a", false),
+            rec("b", true),
+            rec("c", false),
+            rec("d", false),
+        ];
         let b = batches(&page, 2);
         let shape: Vec<(bool, Vec<&str>)> = b
             .iter()
-            .map(|b| (b.is_update, b.records.iter().map(|r| r.uid.as_str()).collect()))
+            .map(|b| {
+                (
+                    b.is_update,
+                    b.records.iter().map(|r| r.uid.as_str()).collect(),
+                )
+            })
             .collect();
-        assert_eq!(shape, vec![(false, vec!["a", "c"]), (false, vec!["d"]), (true, vec!["b"])]);
+        assert_eq!(
+            shape,
+            vec![
+                (false, vec!["a", "c"]),
+                (false, vec!["d"]),
+                (true, vec!["b"])
+            ]
+        );
     }
 
     #[test]
     fn encodings() {
         let page = vec![rec("a", false), rec("b", false)];
         let b = &batches(&page, 10)[0];
-        assert_eq!(b.encode(SinkFormat::Ndjson), b"{\"u\":\"a\"}\n{\"u\":\"b\"}\n");
+        assert_eq!(
+            b.encode(SinkFormat::Ndjson),
+            b"{\"u\":\"a\"}\n{\"u\":\"b\"}\n"
+        );
         assert_eq!(b.encode(SinkFormat::Json), b"[{\"u\":\"a\"},{\"u\":\"b\"}]");
     }
 
@@ -106,7 +136,13 @@ mod tests {
         let b = &batches(&page, 10)[0];
         assert_eq!(b.idempotency_key("s"), b.idempotency_key("s"));
         assert_ne!(b.idempotency_key("s"), b.idempotency_key("t"));
-        let other = vec![PendingRecord { content_hash: "x".into(), ..rec("a", false) }];
-        assert_ne!(b.idempotency_key("s"), batches(&other, 10)[0].idempotency_key("s"));
+        let other = vec![PendingRecord {
+            content_hash: "x".into(),
+            ..rec("a", false)
+        }];
+        assert_ne!(
+            b.idempotency_key("s"),
+            batches(&other, 10)[0].idempotency_key("s")
+        );
     }
 }

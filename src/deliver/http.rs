@@ -27,7 +27,7 @@ pub async fn send(
     batch: &Batch<'_>,
     report: &mut SinkReport,
 ) -> Result<(), DeliveryFailure> {
-    let url = sink.url.as_deref().unwrap_or_default();
+    let url = sink.url.as_ref().map(|u| u.as_str()).unwrap_or_default();
     let mut body = batch.encode(sink.format);
     if sink.compression == Compression::Gzip {
         let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
@@ -78,7 +78,9 @@ pub async fn send(
                     .headers()
                     .get(RETRY_AFTER)
                     .and_then(|v| v.to_str().ok())
-                    .and_then(|v| parse_retry_after(v, time::OffsetDateTime::now_utc().unix_timestamp()));
+                    .and_then(|v| {
+                        parse_retry_after(v, time::OffsetDateTime::now_utc().unix_timestamp())
+                    });
                 let text = resp.text().await.unwrap_or_default();
                 let message = format!("HTTP {status}: {}", truncate(&text, 300));
                 if !is_retryable(status) {
@@ -92,7 +94,10 @@ pub async fn send(
             Err(e) => {
                 report.failed_requests += 1;
                 // without_url: a URL may carry a token in its query string.
-                (None, crate::collect::error::one_line(&error_chain(&e.without_url())))
+                (
+                    None,
+                    crate::collect::error::one_line(&error_chain(&e.without_url())),
+                )
             }
         };
         if attempt >= sink.max_retries {

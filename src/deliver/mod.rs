@@ -103,10 +103,12 @@ async fn deliver_one(
             }
         }
     }
-    report.pending = store.pending_count(&sink.name, sink.mode).unwrap_or_else(|e| {
-        report.error = Some(e.to_string());
-        0
-    });
+    report.pending = store
+        .pending_count(&sink.name, sink.mode)
+        .unwrap_or_else(|e| {
+            report.error = Some(e.to_string());
+            0
+        });
     report
 }
 

@@ -29,7 +29,9 @@ pub fn parse_retry_after(value: &str, now_unix: i64) -> Option<Duration> {
         return Some(Duration::from_secs(secs));
     }
     let at = time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc2822).ok()?;
-    Some(Duration::from_secs((at.unix_timestamp() - now_unix).max(0) as u64))
+    Some(Duration::from_secs(
+        (at.unix_timestamp() - now_unix).max(0) as u64
+    ))
 }
 
 #[cfg(test)]

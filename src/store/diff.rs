@@ -164,9 +164,21 @@ mod tests {
             got,
             vec![
                 ("user.has_mfa".into(), json!(true), json!(false)),
-                ("user.ldap_person.tags[gone]".into(), json!({"name": "gone", "value": "x"}), Value::Null),
-                ("user.ldap_person.tags[team].value".into(), json!("a"), json!("b")),
-                ("user.programmatic_credentials[AKIA2]".into(), Value::Null, json!({"uid": "AKIA2", "type": "AWS Access Key"})),
+                (
+                    "user.ldap_person.tags[gone]".into(),
+                    json!({"name": "gone", "value": "x"}),
+                    Value::Null
+                ),
+                (
+                    "user.ldap_person.tags[team].value".into(),
+                    json!("a"),
+                    json!("b")
+                ),
+                (
+                    "user.programmatic_credentials[AKIA2]".into(),
+                    Value::Null,
+                    json!({"uid": "AKIA2", "type": "AWS Access Key"})
+                ),
             ]
         );
     }

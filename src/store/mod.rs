@@ -18,10 +18,8 @@ pub use changes::{ChangeFilter, ChangeKind, ChangeRow, FieldChange};
 pub use snapshot::{AccountOutcome, PreparedRecord};
 
 /// The migrations, in order; `PRAGMA user_version` counts how many have been applied.
-const MIGRATIONS: &[(&str, &str)] = &[(
-    "0001_init",
-    include_str!("../../migrations/0001_init.sql"),
-)];
+const MIGRATIONS: &[(&str, &str)] =
+    &[("0001_init", include_str!("../../migrations/0001_init.sql"))];
 
 /// A store error, phrased for the user and naming the file.
 #[derive(Debug, thiserror::Error)]
@@ -51,7 +49,10 @@ impl Store {
     pub fn open(path: &Path, mode: OpenMode) -> Result<Store> {
         let shown = path.display().to_string();
         let err = |what: &str, e: &dyn std::fmt::Display| {
-            StoreError(format!("store {shown}: {what}: {}", crate::collect::error::one_line(&e.to_string())))
+            StoreError(format!(
+                "store {shown}: {what}: {}",
+                crate::collect::error::one_line(&e.to_string())
+            ))
         };
         let exists = path.exists();
         let conn = match mode {
@@ -81,7 +82,12 @@ impl Store {
         // Reading user_version is the first real read: a file that is not SQLite fails here.
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(|e| err("not a readable iam-inventory store (move it away or set store.path)", &e))?;
+            .map_err(|e| {
+                err(
+                    "not a readable iam-inventory store (move it away or set store.path)",
+                    &e,
+                )
+            })?;
         let known = MIGRATIONS.len() as i64;
         if version > known {
             return Err(StoreError(format!(
@@ -95,7 +101,8 @@ impl Store {
                 .map_err(|e| err("cannot configure", &e))?;
             conn.pragma_update(None, "foreign_keys", "ON")
                 .map_err(|e| err("cannot configure", &e))?;
-            migrate(&conn, version).map_err(|e| err("cannot apply migrations (is it writable?)", &e))?;
+            migrate(&conn, version)
+                .map_err(|e| err("cannot apply migrations (is it writable?)", &e))?;
         } else if version < known {
             return Err(StoreError(format!(
                 "store {shown} has schema {version} and needs migrating to {known}: run `iam-inventory sync` once"
@@ -143,7 +150,13 @@ impl Store {
         Ok(conn.last_insert_rowid())
     }
 
-    pub fn finish_run(&self, run_id: i64, finished_ms: i64, status: &str, summary: &str) -> Result<()> {
+    pub fn finish_run(
+        &self,
+        run_id: i64,
+        finished_ms: i64,
+        status: &str,
+        summary: &str,
+    ) -> Result<()> {
         self.lock()
             .execute(
                 "UPDATE runs SET finished_at = ?2, status = ?3, summary = ?4 WHERE id = ?1",
@@ -188,7 +201,10 @@ impl Store {
             .query([])
             .map_err(|e| self.sql_err("cannot read the snapshot", e))?;
         let mut n = 0;
-        while let Some(row) = rows.next().map_err(|e| self.sql_err("cannot read the snapshot", e))? {
+        while let Some(row) = rows
+            .next()
+            .map_err(|e| self.sql_err("cannot read the snapshot", e))?
+        {
             let record: String = row.get(0).map_err(|e| self.sql_err("bad row", e))?;
             let seen: i64 = row.get(1).map_err(|e| self.sql_err("bad row", e))?;
             let line = with_time(&record, seen);

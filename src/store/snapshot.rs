@@ -22,7 +22,12 @@ pub struct PreparedRecord {
 impl PreparedRecord {
     /// From a full OCSF record (as built by `transform::to_ocsf`).
     pub fn from_record(mut record: Value) -> PreparedRecord {
-        let text = |v: &Value, p: &str| v.pointer(p).and_then(Value::as_str).unwrap_or_default().to_string();
+        let text = |v: &Value, p: &str| {
+            v.pointer(p)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
         let uid = text(&record, "/user/uid");
         let user_name = text(&record, "/user/name");
         let path = text(&record, "/unmapped/user/path");
@@ -77,15 +82,21 @@ impl Store {
         let mut conn = self.lock();
         let tx = conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(|e| self.sql_err("cannot start a transaction (is it read-only or locked?)", e))?;
+            .map_err(|e| {
+                self.sql_err("cannot start a transaction (is it read-only or locked?)", e)
+            })?;
         let mut outcome = AccountOutcome::default();
         let e = |what: &'static str| move |err: rusqlite::Error| self.sql_err(what, err);
         {
             let mut lookup = tx
-                .prepare_cached("SELECT content_hash, record_hash, record FROM snapshot WHERE uid = ?1")
+                .prepare_cached(
+                    "SELECT content_hash, record_hash, record FROM snapshot WHERE uid = ?1",
+                )
                 .map_err(e("cannot read the snapshot"))?;
             let mut touch = tx
-                .prepare_cached("UPDATE snapshot SET last_seen = ?2, last_run_id = ?3 WHERE uid = ?1")
+                .prepare_cached(
+                    "UPDATE snapshot SET last_seen = ?2, last_run_id = ?3 WHERE uid = ?1",
+                )
                 .map_err(e("cannot write the snapshot"))?;
             let mut rewrite = tx
                 .prepare_cached(
@@ -160,7 +171,13 @@ impl Store {
                             ])
                             .map_err(e("cannot write the snapshot"))?;
                         outcome.created += 1;
-                        push_change(&mut outcome, &rec.uid, &rec.user_name, ChangeKind::Created, Vec::new())?;
+                        push_change(
+                            &mut outcome,
+                            &rec.uid,
+                            &rec.user_name,
+                            ChangeKind::Created,
+                            Vec::new(),
+                        )?;
                     }
                     Some((_, record_hash, _)) if record_hash == rec.record_hash => {
                         touch
@@ -187,15 +204,23 @@ impl Store {
                         let fields = if content_hash == rec.content_hash {
                             Vec::new()
                         } else {
-                            let old: Value = serde_json::from_str(&old_record).unwrap_or(Value::Null);
-                            let new: Value = serde_json::from_str(&rec.record).unwrap_or(Value::Null);
+                            let old: Value =
+                                serde_json::from_str(&old_record).unwrap_or(Value::Null);
+                            let new: Value =
+                                serde_json::from_str(&rec.record).unwrap_or(Value::Null);
                             field_changes(&strip_volatile(&old), &strip_volatile(&new))
                         };
                         if fields.is_empty() {
                             outcome.unchanged += 1;
                         } else {
                             outcome.updated += 1;
-                            push_change(&mut outcome, &rec.uid, &rec.user_name, ChangeKind::Updated, fields)?;
+                            push_change(
+                                &mut outcome,
+                                &rec.uid,
+                                &rec.user_name,
+                                ChangeKind::Updated,
+                                fields,
+                            )?;
                         }
                     }
                 }
@@ -224,24 +249,33 @@ impl Store {
                 tx.execute("DELETE FROM sink_acks WHERE uid = ?1", params![uid])
                     .map_err(e("cannot write the snapshot"))?;
                 outcome.deleted += 1;
-                push_change(&mut outcome, &uid, &user_name, ChangeKind::Deleted, Vec::new())?;
+                push_change(
+                    &mut outcome,
+                    &uid,
+                    &user_name,
+                    ChangeKind::Deleted,
+                    Vec::new(),
+                )?;
             }
 
-            tx.execute(
-                "INSERT OR REPLACE INTO run_accounts
+            // A dry run has no run row to attach to (and rolls back anyway).
+            if !w.dry_run {
+                tx.execute(
+                    "INSERT OR REPLACE INTO run_accounts
                    (run_id, account_id, role_arn, status, users, created, updated, deleted)
                  VALUES (?1, ?2, ?3, 'ok', ?4, ?5, ?6, ?7)",
-                params![
-                    w.run_id,
-                    w.account_id,
-                    w.role_arn,
-                    outcome.users as i64,
-                    outcome.created as i64,
-                    outcome.updated as i64,
-                    outcome.deleted as i64
-                ],
-            )
-            .map_err(e("cannot record the account"))?;
+                    params![
+                        w.run_id,
+                        w.account_id,
+                        w.role_arn,
+                        outcome.users as i64,
+                        outcome.created as i64,
+                        outcome.updated as i64,
+                        outcome.deleted as i64
+                    ],
+                )
+                .map_err(e("cannot record the account"))?;
+            }
         }
         if w.dry_run {
             tx.rollback().map_err(e("cannot roll back"))?;

@@ -280,7 +280,10 @@ mod tests {
         assert_eq!(r["user"]["has_mfa"], json!(false));
         assert_eq!(r["unmapped"]["user"]["is_console_user"], json!(false));
         assert_eq!(r["user"]["programmatic_credentials"], json!([]));
-        assert_eq!(r["unmapped"]["user"]["password_last_used_time"], Value::Null);
+        assert_eq!(
+            r["unmapped"]["user"]["password_last_used_time"],
+            Value::Null
+        );
         assert!(r["user"]["ldap_person"].get("last_login_time").is_none());
     }
 
@@ -290,9 +293,20 @@ mod tests {
         let s = strip_volatile(&r);
         assert!(s.get("time").is_none());
         assert!(s["user"]["ldap_person"].get("last_login_time").is_none());
-        assert!(s["user"]["programmatic_credentials"][0].get("last_used_time").is_none());
-        assert_eq!(s["user"]["programmatic_credentials"][0]["uid"], "AKIAALICE1");
-        assert!(s["unmapped"]["user"]["access_keys"][0].get("last_used_service").is_none());
+        assert!(
+            s["user"]["programmatic_credentials"][0]
+                .get("last_used_time")
+                .is_none()
+        );
+        assert_eq!(
+            s["user"]["programmatic_credentials"][0]["uid"],
+            "AKIAALICE1"
+        );
+        assert!(
+            s["unmapped"]["user"]["access_keys"][0]
+                .get("last_used_service")
+                .is_none()
+        );
         assert_eq!(s["unmapped"]["user"]["access_keys"][0]["status"], "Active");
     }
 }

@@ -1,0 +1,11 @@
+//! Black-box tests: the real binary against a real moto server, real HTTP receivers and a real
+//! SQLite file. One test binary (faster to link than one per file).
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod accounts;
+mod cli;
+mod fixtures;
+mod sinks;
+mod store;

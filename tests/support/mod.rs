@@ -1,0 +1,17 @@
+//! Real parts for the integration tests: a moto server for IAM/STS, a proxy in front of it that can
+//! deny AssumeRole, throttle, page or slow down, HTTP receivers for sinks, and the real binary.
+#![allow(dead_code)]
+
+pub mod cli;
+pub mod moto;
+pub mod proxy;
+pub mod receiver;
+pub mod schema;
+
+/// A free TCP port on 127.0.0.1 (bound, then released for the server to take).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
