@@ -38,7 +38,15 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 OpenMode::ReadWrite
             };
             let store = Arc::new(Store::open(&config.store.path, mode)?);
-            let (report, changes) = run_once(&config, &store, RunOptions { dry_run }).await?;
+            let (report, changes) = run_once(
+                &config,
+                &store,
+                RunOptions {
+                    dry_run,
+                    stop: None,
+                },
+            )
+            .await?;
             if dry_run {
                 let stdout = std::io::stdout();
                 let mut out = stdout.lock();

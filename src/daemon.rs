@@ -1,9 +1,378 @@
-//! `iam-inventory run`: not implemented yet (issue: daemon). Refuses clearly rather than pretending.
+//! `iam-inventory run`: syncs on `[schedule] cron`, never two at once, serves `/healthz` and
+//! `/metrics`, and stops gracefully on SIGINT/SIGTERM.
+//!
+//! Shutdown: the signal stops the scheduler and asks the running sync to stop at its next safe
+//! point (after the account write in flight commits, or between sink batches). Account writes are
+//! single transactions, so even the hard deadline ([`SHUTDOWN_GRACE`]) cannot leave half a snapshot.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use tokio::sync::{Mutex, watch};
+use tokio_cron_scheduler::{Job, JobScheduler};
+
+use crate::clock::{now_ms, rfc3339};
 use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::pipeline::{RunOptions, RunReport, run_once};
+use crate::store::{OpenMode, Store};
 
-pub async fn run(_config: Config) -> anyhow::Result<i32> {
-    anyhow::bail!(
-        "`run` (the scheduled daemon) is not available in this build yet; schedule `iam-inventory sync` with cron or a systemd timer"
+/// How long a running sync gets to reach a safe point after SIGINT/SIGTERM.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// How late a sync may be before `/healthz` calls the schedule overdue.
+const OVERDUE_GRACE_MS: i64 = 5 * 60 * 1000;
+
+/// What `/healthz` and `/metrics` read.
+pub struct DaemonState {
+    pub metrics: std::sync::Mutex<Metrics>,
+    running: AtomicBool,
+    last: std::sync::Mutex<Option<LastRun>>,
+    cron: croner::Cron,
+    started_ms: i64,
+}
+
+#[derive(Debug, Clone)]
+struct LastRun {
+    started_ms: i64,
+    ok: bool,
+    reason: Option<String>,
+}
+
+pub async fn run(config: Config) -> anyhow::Result<i32> {
+    let cron = crate::schedule::parse_cron(&config.schedule.cron)
+        .map_err(|m| anyhow::anyhow!("schedule.cron: {:?} {m}", config.schedule.cron))?;
+    let store = Arc::new(Store::open(&config.store.path, OpenMode::ReadWrite)?);
+    let state = Arc::new(DaemonState {
+        metrics: std::sync::Mutex::new(Metrics::default()),
+        running: AtomicBool::new(false),
+        last: std::sync::Mutex::new(None),
+        cron,
+        started_ms: now_ms(),
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    let server = match config.server.listen_addr() {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("server.listen: cannot listen on {addr}"))?;
+            tracing::info!(%addr, "serving /healthz and /metrics");
+            let app = axum::Router::new()
+                .route("/healthz", axum::routing::get(healthz))
+                .route("/metrics", axum::routing::get(metrics))
+                .with_state(state.clone());
+            let mut rx = stop_rx.clone();
+            Some(tokio::spawn(async move {
+                let _ = axum::serve(listener, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = rx.wait_for(|s| *s).await;
+                    })
+                    .await;
+            }))
+        }
+        None => None,
+    };
+
+    let config = Arc::new(config);
+    let gate = Arc::new(Mutex::new(()));
+    let trigger = {
+        let (config, store, state, gate, stop_rx) = (
+            config.clone(),
+            store.clone(),
+            state.clone(),
+            gate.clone(),
+            stop_rx.clone(),
+        );
+        move |reason: &'static str| {
+            let (config, store, state, gate, stop_rx) = (
+                config.clone(),
+                store.clone(),
+                state.clone(),
+                gate.clone(),
+                stop_rx.clone(),
+            );
+            async move {
+                if *stop_rx.borrow() {
+                    return;
+                }
+                // Never two syncs at once: a tick that finds one running is skipped.
+                let Ok(_guard) = gate.try_lock() else {
+                    tracing::warn!(
+                        reason,
+                        "schedule tick skipped: the previous sync is still running"
+                    );
+                    lock(&state.metrics).record_skipped_tick();
+                    return;
+                };
+                state.running.store(true, Ordering::SeqCst);
+                let started = now_ms();
+                let options = RunOptions {
+                    dry_run: false,
+                    stop: Some(stop_rx),
+                };
+                match run_once(&config, &store, options).await {
+                    Ok((report, _)) => finish(&state, &report),
+                    Err(e) => {
+                        tracing::error!(error = %e, "sync failed");
+                        lock(&state.metrics).record_fatal(started, now_ms());
+                        *lock(&state.last) = Some(LastRun {
+                            started_ms: started,
+                            ok: false,
+                            reason: Some(e.to_string()),
+                        });
+                    }
+                }
+                state.running.store(false, Ordering::SeqCst);
+            }
+        }
+    };
+
+    let mut scheduler = JobScheduler::new()
+        .await
+        .context("cannot start the scheduler")?;
+    let tick = trigger.clone();
+    let job = Job::new_async(config.schedule.cron.as_str(), move |_id, _sched| {
+        let tick = tick.clone();
+        Box::pin(async move {
+            // Detached, so the scheduler keeps ticking (and can report skipped ticks) while a sync runs.
+            tokio::spawn(tick("schedule"));
+        })
+    })
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "schedule.cron: {:?} is not usable: {e}",
+            config.schedule.cron
+        )
+    })?;
+    scheduler
+        .add(job)
+        .await
+        .context("cannot schedule the sync")?;
+    scheduler
+        .start()
+        .await
+        .context("cannot start the scheduler")?;
+    tracing::info!(cron = %config.schedule.cron, next = %next_tick(&state.cron, now_ms()).map(rfc3339).unwrap_or_default(), "scheduler started");
+    if config.schedule.run_on_start {
+        tokio::spawn(trigger("start"));
+    }
+
+    wait_for_signal().await;
+    tracing::info!(
+        "shutting down: no new syncs; waiting for the running one to reach a safe point"
+    );
+    let _ = stop_tx.send(true);
+    let _ = scheduler.shutdown().await;
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, gate.lock())
+        .await
+        .is_ok();
+    if !drained {
+        tracing::warn!(
+            grace_secs = SHUTDOWN_GRACE.as_secs(),
+            "the running sync did not stop in time; exiting (its open transaction is rolled back)"
+        );
+    }
+    if let Some(server) = server {
+        let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    }
+    tracing::info!("stopped");
+    Ok(0)
+}
+
+fn finish(state: &DaemonState, report: &RunReport) {
+    eprint!("{}", crate::app::summary(report));
+    lock(&state.metrics).record_run(report);
+    let reason = (report.exit_code() != 0).then(|| failure_reason(report));
+    *lock(&state.last) = Some(LastRun {
+        started_ms: report.started_ms,
+        ok: reason.is_none(),
+        reason,
+    });
+}
+
+fn failure_reason(r: &RunReport) -> String {
+    let mut parts: Vec<String> = r
+        .accounts
+        .iter()
+        .filter(|a| !a.ok)
+        .map(|a| {
+            format!(
+                "account {} failed: {}",
+                a.account_id,
+                a.error.as_deref().unwrap_or("")
+            )
+        })
+        .collect();
+    parts.extend(
+        r.sinks
+            .iter()
+            .filter(|s| s.pending > 0 || s.error.is_some())
+            .map(|s| {
+                format!(
+                    "sink {} has {} pending records{}",
+                    s.name,
+                    s.pending,
+                    s.error
+                        .as_deref()
+                        .map(|e| format!(": {e}"))
+                        .unwrap_or_default()
+                )
+            }),
+    );
+    parts.join("; ")
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn next_tick(cron: &croner::Cron, after_ms: i64) -> Option<i64> {
+    let after = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(after_ms)?;
+    cron.find_next_occurrence(&after, false)
+        .ok()
+        .map(|t| t.timestamp_millis())
+}
+
+/// Health: `None` = healthy, `Some(reason)` = unhealthy. Pure, for tests.
+pub(crate) fn health(
+    cron: &croner::Cron,
+    daemon_started_ms: i64,
+    last: Option<(i64, bool, Option<String>)>,
+    running: bool,
+    now_ms: i64,
+) -> Option<String> {
+    if let Some((_, false, reason)) = &last {
+        return Some(format!(
+            "last sync failed: {}",
+            reason.as_deref().unwrap_or("unknown")
+        ));
+    }
+    if running {
+        return None;
+    }
+    let since = last
+        .as_ref()
+        .map_or(daemon_started_ms, |(started, _, _)| *started);
+    match next_tick(cron, since) {
+        Some(due) if now_ms > due + OVERDUE_GRACE_MS => Some(format!(
+            "schedule overdue: a sync was due at {}",
+            rfc3339(due)
+        )),
+        _ => None,
+    }
+}
+
+async fn healthz(State(state): State<Arc<DaemonState>>) -> Response {
+    let last = lock(&state.last)
+        .clone()
+        .map(|l| (l.started_ms, l.ok, l.reason));
+    let running = state.running.load(Ordering::SeqCst);
+    let verdict = health(
+        &state.cron,
+        state.started_ms,
+        last.clone(),
+        running,
+        now_ms(),
+    );
+    let body = serde_json::json!({
+        "status": if verdict.is_none() { "ok" } else { "unhealthy" },
+        "reason": verdict,
+        "sync_running": running,
+        "last_sync_started": last.as_ref().map(|l| rfc3339(l.0)),
+        "last_sync_ok": last.as_ref().map(|l| l.1),
+    });
+    let code = if verdict.is_none() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        code,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
     )
+        .into_response()
+}
+
+async fn metrics(State(state): State<Arc<DaemonState>>) -> Response {
+    let text = lock(&state.metrics).render(state.running.load(Ordering::SeqCst));
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_verdicts() {
+        let cron = crate::schedule::parse_cron("0 0 2 * * *").unwrap();
+        let start = 1_767_225_600_000; // 2026-01-01T00:00:00Z; next tick 02:00
+        let hour = 3_600_000;
+        assert_eq!(health(&cron, start, None, false, start + hour), None);
+        assert!(
+            health(&cron, start, None, false, start + 3 * hour)
+                .unwrap()
+                .contains("overdue")
+        );
+        assert_eq!(
+            health(&cron, start, None, true, start + 3 * hour),
+            None,
+            "running: not overdue"
+        );
+        assert_eq!(
+            health(
+                &cron,
+                start,
+                Some((start + 2 * hour, true, None)),
+                false,
+                start + 3 * hour
+            ),
+            None
+        );
+        let failed = health(
+            &cron,
+            start,
+            Some((start, false, Some("account 1 failed".into()))),
+            false,
+            start + 60_000,
+        );
+        assert_eq!(
+            failed.as_deref(),
+            Some("last sync failed: account 1 failed")
+        );
+    }
 }

@@ -26,6 +26,7 @@ pub mod collect;
 pub mod config;
 pub mod daemon;
 pub mod deliver;
+pub mod metrics;
 pub mod pipeline;
 pub mod schedule;
 pub mod store;

@@ -22,10 +22,17 @@ use crate::store::snapshot::AccountWrite;
 use crate::store::{ChangeRow, PreparedRecord, Store, StoreError};
 use crate::transform::to_ocsf;
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     /// Collect, transform and diff; write nothing, send nothing.
     pub dry_run: bool,
+    /// Set to `true` to stop at the next safe point (the daemon's graceful shutdown): no further
+    /// account is started or written, no further sink batch is sent.
+    pub stop: Option<tokio::sync::watch::Receiver<bool>>,
+}
+
+fn stopping(stop: &Option<tokio::sync::watch::Receiver<bool>>) -> bool {
+    stop.as_ref().is_some_and(|s| *s.borrow())
 }
 
 /// What one account did in a run.
@@ -56,6 +63,8 @@ pub struct RunReport {
     pub finished_ms: i64,
     pub accounts: Vec<AccountReport>,
     pub sinks: Vec<SinkReport>,
+    /// Stopped early by a shutdown.
+    pub interrupted: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -65,6 +74,8 @@ pub enum RunStatus {
     Ok,
     /// An account failed or a sink still has pending records; the store is consistent.
     Partial,
+    /// Stopped at a safe point by a shutdown; what was not done is done by the next sync.
+    Interrupted,
 }
 
 impl RunStatus {
@@ -72,12 +83,16 @@ impl RunStatus {
         match self {
             RunStatus::Ok => "ok",
             RunStatus::Partial => "partial",
+            RunStatus::Interrupted => "interrupted",
         }
     }
 }
 
 impl RunReport {
     pub fn status(&self) -> RunStatus {
+        if self.interrupted {
+            return RunStatus::Interrupted;
+        }
         let account_failed = self.accounts.iter().any(|a| !a.ok);
         let sink_behind = self
             .sinks
@@ -94,7 +109,7 @@ impl RunReport {
     pub fn exit_code(&self) -> i32 {
         match self.status() {
             RunStatus::Ok => 0,
-            RunStatus::Partial => 2,
+            RunStatus::Partial | RunStatus::Interrupted => 2,
         }
     }
 
@@ -131,7 +146,19 @@ pub async fn run_once(
 
         let mut reports: Vec<AccountReport> = Vec::new();
         let mut changes = Vec::new();
-        while let Some((result, calls, duration_ms)) = collected.next().await {
+        let mut stop_wait = options.stop.clone();
+        loop {
+            let next = match &mut stop_wait {
+                Some(stop) => tokio::select! {
+                    biased;
+                    _ = stop.wait_for(|s| *s) => None,
+                    next = collected.next() => next,
+                },
+                None => collected.next().await,
+            };
+            let Some((result, calls, duration_ms)) = next else {
+                break;
+            };
             match result {
                 Ok(acc) => {
                     let id = acc.provenance.account_id.clone();
@@ -185,13 +212,17 @@ pub async fn run_once(
                 }
             }
         }
+        drop(collected);
         reports.sort_by(|a, b| a.account_id.cmp(&b.account_id));
+        if stopping(&options.stop) {
+            tracing::warn!(accounts_done = reports.len(), "stopping: the remaining accounts are left for the next sync");
+        }
 
-        let sinks = if options.dry_run {
+        let sinks = if options.dry_run || stopping(&options.stop) {
             Vec::new()
         } else {
             let client = crate::deliver::http::client();
-            deliver_all(store, &config.effective_sinks(), &client, now_ms).await
+            deliver_all(store, &config.effective_sinks(), &client, now_ms, options.stop.clone()).await
         };
         let report = RunReport {
             run_id: (!options.dry_run).then_some(run_id),
@@ -200,6 +231,7 @@ pub async fn run_once(
             finished_ms: now_ms(),
             accounts: reports,
             sinks,
+            interrupted: stopping(&options.stop),
         };
         if !options.dry_run {
             let status = report.status().as_str();

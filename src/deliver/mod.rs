@@ -10,6 +10,7 @@ use std::io::Write;
 use std::sync::Arc;
 
 use serde::Serialize;
+use tracing::Instrument;
 
 use crate::config::{SinkConfig, SinkType};
 use crate::store::Store;
@@ -42,11 +43,15 @@ pub async fn deliver_all(
     sinks: &[SinkConfig],
     client: &reqwest::Client,
     now_ms: fn() -> i64,
+    stop: Option<tokio::sync::watch::Receiver<bool>>,
 ) -> Vec<SinkReport> {
-    let tasks = sinks.iter().map(|sink| async move {
-        let span = tracing::info_span!("sink", sink = %sink.name);
-        let _enter = span.enter();
-        deliver_one(store, sink, client, now_ms).await
+    let tasks = sinks.iter().map(|sink| {
+        let stop = stop.clone();
+        async move {
+            deliver_one(store, sink, client, now_ms, stop)
+                .instrument(tracing::info_span!("sink", sink = %sink.name))
+                .await
+        }
     });
     futures::future::join_all(tasks).await
 }
@@ -56,6 +61,7 @@ async fn deliver_one(
     sink: &SinkConfig,
     client: &reqwest::Client,
     now_ms: fn() -> i64,
+    stop: Option<tokio::sync::watch::Receiver<bool>>,
 ) -> SinkReport {
     let mut report = SinkReport {
         name: sink.name.clone(),
@@ -74,6 +80,10 @@ async fn deliver_one(
         let Some(last) = page.last() else { break };
         after = last.uid.clone();
         for batch in batches(&page, sink.batch_size) {
+            // Between batches is a safe point: everything sent so far is acknowledged.
+            if stop.as_ref().is_some_and(|s| *s.borrow()) {
+                break 'pages;
+            }
             report.sent += batch.records.len() as u64;
             let outcome = match sink.kind {
                 SinkType::Http => http::send(client, sink, &batch, &mut report).await,

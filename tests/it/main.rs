@@ -6,6 +6,7 @@ mod support;
 
 mod accounts;
 mod cli;
+mod daemon;
 mod fixtures;
 mod sinks;
 mod store;

@@ -1,0 +1,275 @@
+//! Prometheus metrics for the daemon, fed from each run's [`RunReport`] (so the metrics and the
+//! run summary are the same numbers), rendered in the text exposition format by hand.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use crate::pipeline::RunReport;
+
+#[derive(Debug, Default, Clone)]
+pub struct Metrics {
+    syncs: BTreeMap<&'static str, u64>,
+    ticks_skipped: u64,
+    last_start_ms: Option<i64>,
+    last_end_ms: Option<i64>,
+    last_success: Option<bool>,
+    /// account → users in the last successful collection of that account.
+    users: BTreeMap<String, u64>,
+    /// account → 1 when its last collection succeeded.
+    account_up: BTreeMap<String, u64>,
+    /// (account, kind) → changes.
+    changes: BTreeMap<(String, &'static str), u64>,
+    /// (account, operation) → attempts / throttles.
+    calls: BTreeMap<(String, String), u64>,
+    throttles: BTreeMap<(String, String), u64>,
+    sink_requests: BTreeMap<String, u64>,
+    sink_failed: BTreeMap<String, u64>,
+    sink_sent: BTreeMap<String, u64>,
+    sink_acked: BTreeMap<String, u64>,
+    sink_pending: BTreeMap<String, u64>,
+}
+
+impl Metrics {
+    pub fn record_run(&mut self, r: &RunReport) {
+        *self.syncs.entry(r.status().as_str()).or_default() += 1;
+        self.last_start_ms = Some(r.started_ms);
+        self.last_end_ms = Some(r.finished_ms);
+        self.last_success = Some(r.exit_code() == 0);
+        for a in &r.accounts {
+            self.account_up
+                .insert(a.account_id.clone(), u64::from(a.ok));
+            if a.ok {
+                self.users.insert(a.account_id.clone(), a.users as u64);
+            }
+            for (kind, n) in [
+                ("created", a.created),
+                ("updated", a.updated),
+                ("deleted", a.deleted),
+            ] {
+                *self
+                    .changes
+                    .entry((a.account_id.clone(), kind))
+                    .or_default() += n as u64;
+            }
+            for (op, n) in &a.calls.attempts {
+                *self
+                    .calls
+                    .entry((a.account_id.clone(), op.clone()))
+                    .or_default() += n;
+            }
+            for (op, n) in &a.calls.throttles {
+                *self
+                    .throttles
+                    .entry((a.account_id.clone(), op.clone()))
+                    .or_default() += n;
+            }
+        }
+        for s in &r.sinks {
+            *self.sink_requests.entry(s.name.clone()).or_default() += s.requests;
+            *self.sink_failed.entry(s.name.clone()).or_default() += s.failed_requests;
+            *self.sink_sent.entry(s.name.clone()).or_default() += s.sent;
+            *self.sink_acked.entry(s.name.clone()).or_default() += s.acknowledged;
+            self.sink_pending.insert(s.name.clone(), s.pending);
+        }
+    }
+
+    /// A sync that could not run at all (store unusable).
+    pub fn record_fatal(&mut self, started_ms: i64, finished_ms: i64) {
+        *self.syncs.entry("failed").or_default() += 1;
+        self.last_start_ms = Some(started_ms);
+        self.last_end_ms = Some(finished_ms);
+        self.last_success = Some(false);
+    }
+
+    pub fn record_skipped_tick(&mut self) {
+        self.ticks_skipped += 1;
+    }
+
+    pub fn render(&self, sync_running: bool) -> String {
+        let mut o = String::new();
+        let secs = |ms: i64| ms as f64 / 1000.0;
+        metric(
+            &mut o,
+            "iam_inventory_syncs_total",
+            "counter",
+            "Syncs finished, by status.",
+        );
+        for status in ["ok", "partial", "failed"] {
+            let _ = writeln!(
+                o,
+                "iam_inventory_syncs_total{{status=\"{status}\"}} {}",
+                self.syncs.get(status).copied().unwrap_or(0)
+            );
+        }
+        metric(
+            &mut o,
+            "iam_inventory_sync_ticks_skipped_total",
+            "counter",
+            "Schedule ticks skipped because a sync was still running.",
+        );
+        let _ = writeln!(
+            o,
+            "iam_inventory_sync_ticks_skipped_total {}",
+            self.ticks_skipped
+        );
+        metric(
+            &mut o,
+            "iam_inventory_sync_running",
+            "gauge",
+            "1 while a sync runs.",
+        );
+        let _ = writeln!(o, "iam_inventory_sync_running {}", u8::from(sync_running));
+        if let (Some(start), Some(end), Some(ok)) =
+            (self.last_start_ms, self.last_end_ms, self.last_success)
+        {
+            metric(
+                &mut o,
+                "iam_inventory_last_sync_start_timestamp_seconds",
+                "gauge",
+                "Start of the last finished sync.",
+            );
+            let _ = writeln!(
+                o,
+                "iam_inventory_last_sync_start_timestamp_seconds {}",
+                secs(start)
+            );
+            metric(
+                &mut o,
+                "iam_inventory_last_sync_end_timestamp_seconds",
+                "gauge",
+                "End of the last finished sync.",
+            );
+            let _ = writeln!(
+                o,
+                "iam_inventory_last_sync_end_timestamp_seconds {}",
+                secs(end)
+            );
+            metric(
+                &mut o,
+                "iam_inventory_last_sync_duration_seconds",
+                "gauge",
+                "Duration of the last finished sync.",
+            );
+            let _ = writeln!(
+                o,
+                "iam_inventory_last_sync_duration_seconds {}",
+                secs(end - start)
+            );
+            metric(
+                &mut o,
+                "iam_inventory_last_sync_success",
+                "gauge",
+                "1 when every account and sink of the last sync succeeded.",
+            );
+            let _ = writeln!(o, "iam_inventory_last_sync_success {}", u8::from(ok));
+        }
+        gauge_by(
+            &mut o,
+            "iam_inventory_account_up",
+            "1 when the last collection of the account succeeded.",
+            "account",
+            &self.account_up,
+        );
+        gauge_by(
+            &mut o,
+            "iam_inventory_users",
+            "Users in the last successful collection of the account.",
+            "account",
+            &self.users,
+        );
+        metric(
+            &mut o,
+            "iam_inventory_changes_total",
+            "counter",
+            "Change-log rows written, by account and kind.",
+        );
+        for ((account, kind), n) in &self.changes {
+            let _ = writeln!(
+                o,
+                "iam_inventory_changes_total{{account=\"{}\",kind=\"{kind}\"}} {n}",
+                esc(account)
+            );
+        }
+        two_labels(
+            &mut o,
+            "iam_inventory_aws_calls_total",
+            "AWS API attempts (retries included), by account and operation.",
+            &self.calls,
+        );
+        two_labels(
+            &mut o,
+            "iam_inventory_aws_throttles_total",
+            "AWS API attempts answered with Throttling.",
+            &self.throttles,
+        );
+        counter_by(
+            &mut o,
+            "iam_inventory_sink_requests_total",
+            "Requests (or writes) to each sink.",
+            &self.sink_requests,
+        );
+        counter_by(
+            &mut o,
+            "iam_inventory_sink_failed_requests_total",
+            "Requests that failed (non-2xx or transport error).",
+            &self.sink_failed,
+        );
+        counter_by(
+            &mut o,
+            "iam_inventory_sink_records_sent_total",
+            "Records sent to each sink.",
+            &self.sink_sent,
+        );
+        counter_by(
+            &mut o,
+            "iam_inventory_sink_records_acknowledged_total",
+            "Records each sink acknowledged.",
+            &self.sink_acked,
+        );
+        gauge_by(
+            &mut o,
+            "iam_inventory_sink_pending_records",
+            "Records each sink still needs after the last sync.",
+            "sink",
+            &self.sink_pending,
+        );
+        o
+    }
+}
+
+fn metric(o: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+fn gauge_by(o: &mut String, name: &str, help: &str, label: &str, values: &BTreeMap<String, u64>) {
+    metric(o, name, "gauge", help);
+    for (k, v) in values {
+        let _ = writeln!(o, "{name}{{{label}=\"{}\"}} {v}", esc(k));
+    }
+}
+
+fn counter_by(o: &mut String, name: &str, help: &str, values: &BTreeMap<String, u64>) {
+    metric(o, name, "counter", help);
+    for (k, v) in values {
+        let _ = writeln!(o, "{name}{{sink=\"{}\"}} {v}", esc(k));
+    }
+}
+
+fn two_labels(o: &mut String, name: &str, help: &str, values: &BTreeMap<(String, String), u64>) {
+    metric(o, name, "counter", help);
+    for ((account, op), v) in values {
+        let _ = writeln!(
+            o,
+            "{name}{{account=\"{}\",operation=\"{}\"}} {v}",
+            esc(account),
+            esc(op)
+        );
+    }
+}
+
+/// Label values escape backslash, quote and newline.
+fn esc(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
