@@ -168,8 +168,9 @@ pub fn summary(r: &RunReport) -> String {
         let via = a.role_arn.as_deref().unwrap_or("caller");
         if a.ok {
             s.push_str(&format!(
-                "  account {} ({via}): ok, users {}, created {}, updated {}, deleted {}, calls {} (throttled {})\n",
+                "  account {} ({via}): ok ({}), users {}, created {}, updated {}, deleted {}, calls {} (throttled {})\n",
                 a.account_id,
+                a.strategy.unwrap_or("-"),
                 a.users,
                 a.created,
                 a.updated,

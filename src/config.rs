@@ -138,9 +138,25 @@ impl RoleConfig {
     }
 }
 
+/// How users are enriched (see the README, "Collection strategies").
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    /// per-user up to 100 users under the prefix, bulk above.
+    #[default]
+    Auto,
+    /// Account-wide calls (GAAD, credential report) plus per-user calls only where needed.
+    Bulk,
+    /// Five calls per user plus one per key: exact and fresh, expensive at scale.
+    PerUser,
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CollectConfig {
+    /// `auto`, `bulk` or `per-user`.
+    #[serde(default)]
+    pub strategy: Strategy,
     /// Accounts collected at the same time.
     #[serde(default = "default_account_concurrency")]
     pub account_concurrency: usize,
@@ -152,6 +168,7 @@ pub struct CollectConfig {
 impl Default for CollectConfig {
     fn default() -> Self {
         CollectConfig {
+            strategy: Strategy::default(),
             account_concurrency: default_account_concurrency(),
             user_concurrency: default_user_concurrency(),
         }

@@ -9,6 +9,7 @@ use serde::Serialize;
 use tracing::Instrument;
 
 use crate::clock::now_ms;
+use crate::collect::bulk::{AUTO_BULK_THRESHOLD, collect_bulk};
 use crate::collect::calls::CallCounter;
 use crate::collect::enrich::enrich_all;
 use crate::collect::users::list_users;
@@ -16,7 +17,7 @@ use crate::collect::{
     AccountError, AccountTarget, AccountUsers, CallStats, Provenance, accounts, build_base_config,
     resolve_accounts,
 };
-use crate::config::Config;
+use crate::config::{Config, Strategy};
 use crate::deliver::{SinkReport, deliver_all};
 use crate::store::snapshot::AccountWrite;
 use crate::store::{ChangeRow, PreparedRecord, Store, StoreError};
@@ -52,6 +53,8 @@ pub struct AccountReport {
     pub vanished: usize,
     pub calls: CallStats,
     pub duration_ms: i64,
+    /// `per-user` or `bulk`; `None` when the account failed before choosing.
+    pub strategy: Option<&'static str>,
 }
 
 /// Everything a run did; `sync` prints it, the daemon turns it into metrics.
@@ -169,6 +172,7 @@ pub async fn run_once(
                     let store = Arc::clone(store);
                     let dry_run = options.dry_run;
                     let vanished = acc.vanished;
+                    let strategy = acc.strategy;
                     let role_arn = acc.provenance.role_arn.clone();
                     let outcome = tokio::task::spawn_blocking(move || write_account(&store, run_id, acc, dry_run))
                         .await
@@ -187,6 +191,7 @@ pub async fn run_once(
                         vanished,
                         calls,
                         duration_ms,
+                        strategy: Some(strategy),
                     });
                     changes.extend(outcome.changes);
                 }
@@ -208,6 +213,7 @@ pub async fn run_once(
                         vanished: 0,
                         calls,
                         duration_ms,
+                        strategy: None,
                     });
                 }
             }
@@ -288,9 +294,26 @@ async fn collect_account(
         let prefix = &config.aws.path_prefix;
         let users = list_users(&acc.iam, prefix).await.map_err(fail)?;
         tracing::debug!(users = users.len(), "listed users");
-        let (users, vanished) = enrich_all(&acc.iam, users, config.collect.user_concurrency)
-            .await
-            .map_err(fail)?;
+        let bulk = match config.collect.strategy {
+            Strategy::Bulk => true,
+            Strategy::PerUser => false,
+            Strategy::Auto => users.len() > AUTO_BULK_THRESHOLD,
+        };
+        let concurrency = config.collect.user_concurrency;
+        let (users, vanished) = if bulk {
+            let (users, vanished, fallbacks) = collect_bulk(&acc.iam, users, concurrency)
+                .await
+                .map_err(fail)?;
+            tracing::debug!(
+                fallbacks,
+                "users collected per user (missing from the credential report or GAAD)"
+            );
+            (users, vanished)
+        } else {
+            enrich_all(&acc.iam, users, concurrency)
+                .await
+                .map_err(fail)?
+        };
         Ok(AccountUsers {
             provenance: Provenance {
                 account_id: acc.account_id.clone(),
@@ -299,6 +322,7 @@ async fn collect_account(
             },
             users,
             vanished,
+            strategy: if bulk { "bulk" } else { "per-user" },
         })
     }
     .instrument(span)

@@ -6,9 +6,7 @@ use aws_sdk_iam::Client;
 use aws_sdk_iam::types::User;
 use futures::{StreamExt, TryStreamExt};
 
-use super::{
-    AccessKey, CollectError, Group, IamUser, KeyLastUsed, LoginProfile, MfaDevice, Tag, millis,
-};
+use super::{AccessKey, CollectError, Group, IamUser, KeyLastUsed, MfaDevice, Tag, millis};
 
 /// Enriches users with at most `concurrency` users in flight. Any failed call fails the whole set:
 /// a partial answer must not be mistaken for "no keys" or "no MFA".
@@ -42,7 +40,7 @@ pub async fn enrich_user(iam: &Client, user: User) -> Result<Option<IamUser>, Co
             Err(e)
         }
     };
-    let login_profile = get_login_profile(iam, &name).await?;
+    let console = has_login_profile(iam, &name).await?;
     let keys = match list_access_keys(iam, &name).await {
         Ok(k) => k,
         Err(e) => return vanished(e),
@@ -73,7 +71,7 @@ pub async fn enrich_user(iam: &Client, user: User) -> Result<Option<IamUser>, Co
         &user,
         access_keys,
         mfa_devices,
-        login_profile,
+        console,
         tags,
         groups,
     )))
@@ -84,7 +82,7 @@ pub fn assemble(
     user: &User,
     mut access_keys: Vec<AccessKey>,
     mut mfa_devices: Vec<MfaDevice>,
-    login_profile: Option<LoginProfile>,
+    console_password: bool,
     mut tags: Vec<Tag>,
     mut groups: Vec<Group>,
 ) -> IamUser {
@@ -101,26 +99,20 @@ pub fn assemble(
         password_last_used: user.password_last_used().map(millis),
         access_keys,
         mfa_devices,
-        login_profile,
+        console_password,
         tags,
         groups,
     }
 }
 
-/// NoSuchEntity = the user has no console password (not an error).
-pub async fn get_login_profile(
-    iam: &Client,
-    user: &str,
-) -> Result<Option<LoginProfile>, CollectError> {
+/// Whether the user has a console password. NoSuchEntity = no password (an answer, not an error).
+pub async fn has_login_profile(iam: &Client, user: &str) -> Result<bool, CollectError> {
     match iam.get_login_profile().user_name(user).send().await {
-        Ok(out) => Ok(out.login_profile().map(|p| LoginProfile {
-            created: millis(p.create_date()),
-            password_reset_required: p.password_reset_required(),
-        })),
+        Ok(_) => Ok(true),
         Err(e) => {
             let e = CollectError::from_sdk("iam:GetLoginProfile", e);
             if e.is_no_such_entity() {
-                Ok(None)
+                Ok(false)
             } else {
                 Err(e)
             }

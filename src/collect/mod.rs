@@ -6,9 +6,11 @@
 //! or a missing user (see `../shared/contract.md`, "never a false no").
 
 pub mod accounts;
+pub mod bulk;
 pub mod calls;
 pub mod enrich;
 pub mod error;
+pub mod report;
 pub mod users;
 
 pub use accounts::{AccountTarget, build_base_config, resolve_accounts};
@@ -28,8 +30,9 @@ pub struct IamUser {
     pub password_last_used: Option<i64>,
     pub access_keys: Vec<AccessKey>,
     pub mfa_devices: Vec<MfaDevice>,
-    /// `None` only because GetLoginProfile answered NoSuchEntity: the user has no console password.
-    pub login_profile: Option<LoginProfile>,
+    /// Console password. `false` only because IAM said so (GetLoginProfile's NoSuchEntity, or the
+    /// credential report's `password_enabled = false`).
+    pub console_password: bool,
     pub tags: Vec<Tag>,
     pub groups: Vec<Group>,
 }
@@ -54,12 +57,6 @@ pub struct KeyLastUsed {
 pub struct MfaDevice {
     pub serial: String,
     pub enabled: i64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LoginProfile {
-    pub created: i64,
-    pub password_reset_required: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,6 +88,8 @@ pub struct AccountUsers {
     pub users: Vec<IamUser>,
     /// Users that vanished between ListUsers and their enrichment (deleted mid-sync).
     pub vanished: usize,
+    /// `per-user` or `bulk`: what collected this account.
+    pub strategy: &'static str,
 }
 
 /// An account that could not be collected; its snapshot is left exactly as it was.

@@ -109,16 +109,7 @@ pub fn to_ocsf(user: &IamUser, source: &Provenance, collected_ms: i64) -> Value 
 
     let mut unmapped_user = Map::new();
     unmapped_user.insert("path".into(), json!(user.path));
-    unmapped_user.insert(
-        "is_console_user".into(),
-        json!(user.login_profile.is_some()),
-    );
-    if let Some(p) = &user.login_profile {
-        unmapped_user.insert(
-            "login_profile".into(),
-            json!({"created_time": p.created, "password_reset_required": p.password_reset_required}),
-        );
-    }
+    unmapped_user.insert("is_console_user".into(), json!(user.console_password));
     if user.password_last_used.is_none() {
         unmapped_user.insert("password_last_used_time".into(), Value::Null);
     }
@@ -204,7 +195,7 @@ fn remove_path(v: &mut Value, segments: &[&str]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collect::{AccessKey, Group, KeyLastUsed, LoginProfile, MfaDevice, Tag};
+    use crate::collect::{AccessKey, Group, KeyLastUsed, MfaDevice, Tag};
 
     pub(crate) fn sample_user() -> IamUser {
         IamUser {
@@ -236,10 +227,7 @@ mod tests {
                 serial: "arn:aws:iam::123456789012:mfa/alice".into(),
                 enabled: 1_600_000_300_000,
             }],
-            login_profile: Some(LoginProfile {
-                created: 1_600_000_400_000,
-                password_reset_required: false,
-            }),
+            console_password: true,
             tags: vec![Tag {
                 key: "team".into(),
                 value: "платформа ✓".into(),
@@ -272,7 +260,7 @@ mod tests {
         let mut u = sample_user();
         u.access_keys.clear();
         u.mfa_devices.clear();
-        u.login_profile = None;
+        u.console_password = false;
         u.password_last_used = None;
         u.groups.clear();
         u.tags.clear();

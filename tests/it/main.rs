@@ -10,3 +10,4 @@ mod daemon;
 mod fixtures;
 mod sinks;
 mod store;
+mod strategies;

@@ -178,14 +178,13 @@ async fn each_iam_change_gives_exactly_the_expected_change_rows() {
         [
             format!("unmapped.user.access_keys[{new_key}]"),
             "unmapped.user.is_console_user".to_string(),
-            "unmapped.user.login_profile".to_string(),
             format!("user.programmatic_credentials[{new_key}]"),
         ]
     );
     assert_eq!(carol[1].1, json!(true));
     assert_eq!(carol[1].2, json!(false));
-    assert_eq!(carol[3].1, Value::Null);
-    assert_eq!(carol[3].2["uid"], json!(new_key));
+    assert_eq!(carol[2].1, Value::Null);
+    assert_eq!(carol[2].2["uid"], json!(new_key));
 
     assert!(get("ci-deploy")["fields"].as_array().unwrap().is_empty());
     assert_eq!(

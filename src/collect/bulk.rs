@@ -1,0 +1,239 @@
+//! The bulk strategy: answer most fields from account-wide calls instead of five calls per user.
+//!
+//! Per account: ListUsers pages (path prefix) + GetAccountAuthorizationDetails pages (tags, groups,
+//! group ARNs) + the credential report (console password, MFA, key slots and last use) +
+//! ListVirtualMFADevices pages; then, per user, only what those cannot answer: ListAccessKeys for
+//! users whose report row shows keys (no bulk API returns key ids), ListMFADevices where the report
+//! says MFA but no virtual device is assigned (hardware/FIDO), GetAccessKeyLastUsed for a key
+//! younger than the report. A user missing from the report (created after it) or from GAAD gets the
+//! full per-user treatment.
+//!
+//! Freshness: console access, MFA on non-virtual devices, the existence of keys created after the
+//! report, and key last-use come from a report that IAM regenerates at most every 4 hours.
+
+use std::collections::HashMap;
+
+use aws_sdk_iam::Client;
+use aws_sdk_iam::types::{AssignmentStatusType, EntityType, User};
+use futures::{StreamExt, TryStreamExt};
+
+use super::enrich::{
+    assemble, enrich_user, get_access_key_last_used, list_access_keys, list_mfa_devices,
+};
+use super::report::{self, CredentialReport};
+use super::{AccessKey, CollectError, Group, IamUser, KeyLastUsed, MfaDevice, Tag, millis};
+
+/// `auto` uses per-user calls up to this many users under the prefix (≈5 calls each, exact and
+/// fresh), bulk above it (a handful of account-wide calls plus one per user with keys).
+pub const AUTO_BULK_THRESHOLD: usize = 100;
+
+struct Detail {
+    tags: Vec<Tag>,
+    groups: Vec<String>,
+}
+
+/// Bulk-collects `users` (from ListUsers). Returns the users, how many vanished mid-sync, and how
+/// many needed the per-user fallback.
+pub async fn collect_bulk(
+    iam: &Client,
+    users: Vec<User>,
+    concurrency: usize,
+) -> Result<(Vec<IamUser>, usize, usize), CollectError> {
+    let wanted: std::collections::HashSet<String> =
+        users.iter().map(|u| u.arn().to_string()).collect();
+    let (details, group_arns) = authorization_details(iam, &wanted).await?;
+    let report = report::fetch(iam).await?;
+    let virtual_mfa = virtual_mfa_devices(iam).await?;
+    tracing::debug!(
+        users = users.len(),
+        report_rows = report.rows.len(),
+        report_generated = report
+            .generated_ms
+            .map(crate::clock::rfc3339)
+            .unwrap_or_default(),
+        "bulk data fetched"
+    );
+    let ctx = Ctx {
+        iam,
+        details: &details,
+        group_arns: &group_arns,
+        report: &report,
+        virtual_mfa: &virtual_mfa,
+    };
+    let results: Vec<(Option<IamUser>, bool)> = futures::stream::iter(users)
+        .map(|u| ctx.user(u))
+        .buffer_unordered(concurrency.max(1))
+        .try_collect()
+        .await?;
+    let total = results.len();
+    let fallbacks = results.iter().filter(|(_, fb)| *fb).count();
+    let mut out: Vec<IamUser> = results.into_iter().filter_map(|(u, _)| u).collect();
+    out.sort_by(|a, b| a.arn.cmp(&b.arn));
+    let vanished = total - out.len();
+    Ok((out, vanished, fallbacks))
+}
+
+struct Ctx<'a> {
+    iam: &'a Client,
+    details: &'a HashMap<String, Detail>,
+    group_arns: &'a HashMap<String, String>,
+    report: &'a CredentialReport,
+    virtual_mfa: &'a HashMap<String, Vec<MfaDevice>>,
+}
+
+impl Ctx<'_> {
+    /// One user; the bool says whether it needed the full per-user fallback.
+    async fn user(&self, user: User) -> Result<(Option<IamUser>, bool), CollectError> {
+        let arn = user.arn().to_string();
+        let (Some(detail), Some(row)) = (self.details.get(&arn), self.report.rows.get(&arn)) else {
+            return Ok((enrich_user(self.iam, user).await?, true));
+        };
+        let (Some(console), Some(mfa_active)) = (row.password_enabled, row.mfa_active) else {
+            return Ok((enrich_user(self.iam, user).await?, true));
+        };
+        let name = user.user_name().to_string();
+        let vanished = |e: CollectError| -> Result<(Option<IamUser>, bool), CollectError> {
+            if e.is_no_such_entity() {
+                tracing::info!(user = %name, "user was deleted during the sync; skipped");
+                Ok((None, false))
+            } else {
+                Err(e)
+            }
+        };
+
+        let mut access_keys = Vec::new();
+        if !row.keys.is_empty() {
+            let keys = match list_access_keys(self.iam, &name).await {
+                Ok(k) => k,
+                Err(e) => return vanished(e),
+            };
+            for (id, status, created) in keys {
+                let slot = created.and_then(|c| {
+                    row.keys
+                        .iter()
+                        .find(|k| k.last_rotated_secs == c.div_euclid(1000))
+                });
+                let last_used = match slot {
+                    Some(s) => s.last_used_ms.map(|date| KeyLastUsed {
+                        date,
+                        service: s.last_used_service.clone(),
+                        region: s.last_used_region.clone(),
+                    }),
+                    // Younger than the report: ask for this key alone.
+                    None => get_access_key_last_used(self.iam, &id).await?,
+                };
+                access_keys.push(AccessKey {
+                    id,
+                    status,
+                    created,
+                    last_used,
+                });
+            }
+        }
+
+        // The virtual-device list is fresh; the report's mfa_active may be 4 hours old.
+        let mfa_devices = match self.virtual_mfa.get(&arn) {
+            Some(devices) => devices.clone(),
+            None if mfa_active => match list_mfa_devices(self.iam, &name).await {
+                Ok(d) => d,
+                Err(e) => return vanished(e),
+            },
+            None => Vec::new(),
+        };
+
+        let groups = detail
+            .groups
+            .iter()
+            .map(|g| Group {
+                name: g.clone(),
+                arn: self.group_arns.get(g).cloned(),
+            })
+            .collect();
+        Ok((
+            Some(assemble(
+                &user,
+                access_keys,
+                mfa_devices,
+                console,
+                detail.tags.clone(),
+                groups,
+            )),
+            false,
+        ))
+    }
+}
+
+/// Tags and group names of the wanted users, and every group's ARN, one GAAD page at a time.
+async fn authorization_details(
+    iam: &Client,
+    wanted: &std::collections::HashSet<String>,
+) -> Result<(HashMap<String, Detail>, HashMap<String, String>), CollectError> {
+    let mut details = HashMap::with_capacity(wanted.len());
+    let mut group_arns = HashMap::new();
+    let mut pages = iam
+        .get_account_authorization_details()
+        .filter(EntityType::User)
+        .filter(EntityType::Group)
+        .max_items(1000)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page =
+            page.map_err(|e| CollectError::from_sdk("iam:GetAccountAuthorizationDetails", e))?;
+        for u in page.user_detail_list() {
+            let Some(arn) = u.arn().filter(|a| wanted.contains(*a)) else {
+                continue;
+            };
+            details.insert(
+                arn.to_string(),
+                Detail {
+                    tags: u
+                        .tags()
+                        .iter()
+                        .map(|t| Tag {
+                            key: t.key().to_string(),
+                            value: t.value().to_string(),
+                        })
+                        .collect(),
+                    groups: u.group_list().to_vec(),
+                },
+            );
+        }
+        for g in page.group_detail_list() {
+            if let (Some(name), Some(arn)) = (g.group_name(), g.arn()) {
+                group_arns.insert(name.to_string(), arn.to_string());
+            }
+        }
+    }
+    Ok((details, group_arns))
+}
+
+/// Assigned virtual MFA devices, by user ARN.
+async fn virtual_mfa_devices(
+    iam: &Client,
+) -> Result<HashMap<String, Vec<MfaDevice>>, CollectError> {
+    let devices: Vec<_> = iam
+        .list_virtual_mfa_devices()
+        .assignment_status(AssignmentStatusType::Assigned)
+        .max_items(1000)
+        .into_paginator()
+        .items()
+        .send()
+        .try_collect()
+        .await
+        .map_err(|e| CollectError::from_sdk("iam:ListVirtualMFADevices", e))?;
+    let mut by_user: HashMap<String, Vec<MfaDevice>> = HashMap::new();
+    for d in devices {
+        let (Some(user), Some(enabled)) = (d.user(), d.enable_date()) else {
+            continue;
+        };
+        by_user
+            .entry(user.arn().to_string())
+            .or_default()
+            .push(MfaDevice {
+                serial: d.serial_number().to_string(),
+                enabled: millis(enabled),
+            });
+    }
+    Ok(by_user)
+}
