@@ -11,3 +11,5 @@ echo "== cargo clippy" >&2
 cargo clippy --all-targets --locked -- -D warnings
 echo "== cargo test" >&2
 cargo test --locked
+echo "== deploy/ checks" >&2
+bash scripts/check-deploy.sh

@@ -68,6 +68,16 @@ pub struct RunReport {
     pub sinks: Vec<SinkReport>,
     /// Stopped early by a shutdown.
     pub interrupted: bool,
+    /// The process's peak resident memory so far (Linux), for the summary and benchmarks.
+    pub peak_rss_bytes: Option<u64>,
+}
+
+/// Peak resident set size of this process (`VmHWM`), where /proc is available.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -238,6 +248,7 @@ pub async fn run_once(
             accounts: reports,
             sinks,
             interrupted: stopping(&options.stop),
+            peak_rss_bytes: peak_rss_bytes(),
         };
         if !options.dry_run {
             let status = report.status().as_str();
@@ -251,7 +262,8 @@ pub async fn run_once(
     .await
 }
 
-fn write_account(
+/// Transforms one collected account and writes it to the store (one transaction).
+pub fn write_account(
     store: &Store,
     run_id: i64,
     acc: AccountUsers,

@@ -41,9 +41,12 @@ pub async fn collect_bulk(
 ) -> Result<(Vec<IamUser>, usize, usize), CollectError> {
     let wanted: std::collections::HashSet<String> =
         users.iter().map(|u| u.arn().to_string()).collect();
-    let (details, group_arns) = authorization_details(iam, &wanted).await?;
-    let report = report::fetch(iam).await?;
-    let virtual_mfa = virtual_mfa_devices(iam).await?;
+    // The three account-wide reads are independent: run them at once.
+    let ((details, group_arns), report, virtual_mfa) = tokio::try_join!(
+        authorization_details(iam, &wanted),
+        report::fetch(iam),
+        virtual_mfa_devices(iam)
+    )?;
     tracing::debug!(
         users = users.len(),
         report_rows = report.rows.len(),

@@ -7,16 +7,18 @@ use super::diff::{content_hash, field_changes};
 use super::{ChangeKind, ChangeRow, Result, Store};
 use crate::transform::strip_volatile;
 
-/// A record ready for the store: hashes computed, `time` removed.
+/// A record ready for the store: `time` removed, the record hash computed. The content hash and
+/// the stored text are computed only when the row must be written (most rows of a re-sync are
+/// unchanged and need neither).
 #[derive(Debug, Clone)]
 pub struct PreparedRecord {
     pub uid: String,
     pub user_name: String,
     pub path: String,
-    pub content_hash: String,
+    /// sha256 of the record without `time`: equal means nothing at all changed.
     pub record_hash: String,
-    /// The record without `time`, as stored.
-    pub record: String,
+    /// The record without `time`.
+    pub record: Value,
 }
 
 impl PreparedRecord {
@@ -34,16 +36,18 @@ impl PreparedRecord {
         if let Value::Object(m) = &mut record {
             m.remove("time");
         }
-        let record_hash = content_hash(&record);
-        let content_hash = content_hash(&strip_volatile(&record));
         PreparedRecord {
             uid,
             user_name,
             path,
-            content_hash,
-            record_hash,
-            record: record.to_string(),
+            record_hash: content_hash(&record),
+            record,
         }
+    }
+
+    /// sha256 of the record without volatile fields: what "changed" means.
+    pub fn content_hash(&self) -> String {
+        content_hash(&strip_volatile(&self.record))
     }
 }
 
@@ -163,9 +167,9 @@ impl Store {
                                 w.account_id,
                                 rec.user_name,
                                 rec.path,
-                                rec.content_hash,
+                                rec.content_hash(),
                                 rec.record_hash,
-                                rec.record,
+                                rec.record.to_string(),
                                 w.collected_ms,
                                 w.run_id
                             ])
@@ -186,29 +190,28 @@ impl Store {
                         outcome.unchanged += 1;
                     }
                     Some((content_hash, _, old_record)) => {
+                        let new_content_hash = rec.content_hash();
                         rewrite
                             .execute(params![
                                 rec.uid,
                                 w.account_id,
                                 rec.user_name,
                                 rec.path,
-                                rec.content_hash,
+                                new_content_hash,
                                 rec.record_hash,
-                                rec.record,
+                                rec.record.to_string(),
                                 w.collected_ms,
                                 w.run_id
                             ])
                             .map_err(e("cannot write the snapshot"))?;
                         // Same content hash: only volatile fields (last-used times) moved. Kept fresh in
                         // the snapshot, but not a change.
-                        let fields = if content_hash == rec.content_hash {
+                        let fields = if content_hash == new_content_hash {
                             Vec::new()
                         } else {
                             let old: Value =
                                 serde_json::from_str(&old_record).unwrap_or(Value::Null);
-                            let new: Value =
-                                serde_json::from_str(&rec.record).unwrap_or(Value::Null);
-                            field_changes(&strip_volatile(&old), &strip_volatile(&new))
+                            field_changes(&strip_volatile(&old), &strip_volatile(&rec.record))
                         };
                         if fields.is_empty() {
                             outcome.unchanged += 1;

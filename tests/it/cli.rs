@@ -154,10 +154,17 @@ async fn bad_config_is_one_clear_line_and_exit_1_from_every_command() {
             "[aws]\npath_prefix = \"engineering/\"\n",
             "aws.path_prefix:",
         ),
+        ("[schedule]\ncron = \"every day\"\n", "schedule.cron:"),
     ];
     for (text, expected) in cases {
         let cfg = ws.config(text);
-        for cmd in [&["check-config"][..], &["sync"], &["export"], &["changes"]] {
+        for cmd in [
+            &["check-config"][..],
+            &["sync"],
+            &["export"],
+            &["changes"],
+            &["run"],
+        ] {
             let out = ws.run(&cfg, cmd, &[]).await;
             assert_eq!(out.code, 1, "{cmd:?} on {text:?}: {}", out.stderr);
             assert_eq!(out.stdout, "", "stdout is for data only");
