@@ -676,7 +676,9 @@ fn apply_env_overrides(table: &mut toml::Table, env: &[(String, String)]) -> Res
             ));
         }
         let mut node = &mut *table;
-        let (last, parents) = segments.split_last().expect("split yields one segment");
+        let Some((last, parents)) = segments.split_last() else {
+            continue;
+        };
         let mut i = 0;
         while i < parents.len() {
             let seg = &parents[i];
@@ -710,14 +712,16 @@ fn apply_env_overrides(table: &mut toml::Table, env: &[(String, String)]) -> Res
             }
             i += 1;
         }
-        let new = match node.get(last) {
-            Some(toml::Value::String(_)) => toml::Value::String(raw.clone()),
-            Some(toml::Value::Boolean(_)) | None if raw == "true" || raw == "false" => {
-                toml::Value::Boolean(raw == "true")
-            }
-            Some(toml::Value::Integer(_)) | None if raw.parse::<i64>().is_ok() => {
-                toml::Value::Integer(raw.parse().expect("checked"))
-            }
+        let as_bool = match raw.as_str() {
+            "true" => Some(true),
+            "false" => Some(false),
+            _ => None,
+        };
+        let as_int = raw.parse::<i64>().ok();
+        let new = match (node.get(last), as_bool, as_int) {
+            (Some(toml::Value::String(_)), _, _) => toml::Value::String(raw.clone()),
+            (Some(toml::Value::Boolean(_)) | None, Some(b), _) => toml::Value::Boolean(b),
+            (Some(toml::Value::Integer(_)) | None, _, Some(i)) => toml::Value::Integer(i),
             _ => toml::Value::String(raw.clone()),
         };
         node.insert(last.clone(), new);

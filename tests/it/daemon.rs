@@ -37,16 +37,14 @@ fn parse_prometheus(text: &str) -> BTreeMap<String, f64> {
         );
         assert!(typed.contains(name), "{name} has no # TYPE before it");
         if let Some(labels) = series.strip_prefix(name).filter(|l| !l.is_empty()) {
-            {
-                assert!(labels.starts_with('{') && labels.ends_with('}'), "{line}");
-                for pair in labels[1..labels.len() - 1].split(',') {
-                    let (k, v) = pair.split_once('=').unwrap_or_else(|| panic!("{line}"));
-                    assert!(
-                        k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
-                        "{line}"
-                    );
-                    assert!(v.starts_with('"') && v.ends_with('"'), "{line}");
-                }
+            assert!(labels.starts_with('{') && labels.ends_with('}'), "{line}");
+            for pair in labels[1..labels.len() - 1].split(',') {
+                let (k, v) = pair.split_once('=').unwrap_or_else(|| panic!("{line}"));
+                assert!(
+                    k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                    "{line}"
+                );
+                assert!(v.starts_with('"') && v.ends_with('"'), "{line}");
             }
         }
         let v: f64 = value

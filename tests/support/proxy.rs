@@ -1,6 +1,7 @@
 //! A small HTTP proxy in front of moto for what moto will not do by itself: refuse AssumeRole for a
-//! role (STS's 403 AccessDenied), answer a share of calls with IAM's `Throttling` error, or slow
-//! calls down (to catch a sync in the middle). It counts the calls it saw, by Action.
+//! role (STS's 403 AccessDenied), answer a share of calls with IAM's `Throttling` error, slow
+//! calls down (to catch a sync in the middle), or split list answers into pages (moto ignores
+//! MaxItems and Marker and always answers in one page). It counts the calls it saw, by Action.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -22,6 +23,9 @@ pub struct Rules {
     /// Like IAM itself: a token bucket of this many IAM calls per second (burst of the same size);
     /// calls beyond it are answered with 400 Throttling.
     pub rate_limit: Option<f64>,
+    /// Serve the paged IAM list calls ([`PAGED`]) at most this many items a page, with IAM's
+    /// `IsTruncated`/`Marker`, the way IAM may (it can return fewer than MaxItems). See [`page`].
+    pub page_size: Option<usize>,
 }
 
 #[derive(Default)]
@@ -31,6 +35,8 @@ struct Inner {
     bucket: Option<(f64, std::time::Instant)>,
     calls: BTreeMap<String, u64>,
     throttled: BTreeMap<String, u64>,
+    pages: BTreeMap<String, u64>,
+    followed: BTreeMap<String, u64>,
 }
 
 pub struct Proxy {
@@ -84,6 +90,17 @@ impl Proxy {
     pub fn throttled(&self) -> BTreeMap<String, u64> {
         self.inner.lock().unwrap().throttled.clone()
     }
+
+    /// Pages served by the `page_size` rule, by Action (first pages included).
+    pub fn pages(&self) -> BTreeMap<String, u64> {
+        self.inner.lock().unwrap().pages.clone()
+    }
+
+    /// Pages asked for with a Marker this proxy handed out (i.e. the client followed a marker),
+    /// by Action.
+    pub fn followed(&self) -> BTreeMap<String, u64> {
+        self.inner.lock().unwrap().followed.clone()
+    }
 }
 
 impl Drop for Proxy {
@@ -129,7 +146,7 @@ async fn handle(
 ) -> Response {
     let action = form_value(&body, "Action").unwrap_or_else(|| "unknown".into());
     let is_sts = matches!(action.as_str(), "AssumeRole" | "GetCallerIdentity");
-    let (deny, throttle, delay) = {
+    let (deny, throttle, delay, page_size) = {
         let mut g = ctx.inner.lock().unwrap();
         *g.calls.entry(action.clone()).or_default() += 1;
         let deny = action == "AssumeRole"
@@ -156,7 +173,7 @@ async fn handle(
         if throttle {
             *g.throttled.entry(action.clone()).or_default() += 1;
         }
-        (deny, throttle, g.rules.delay)
+        (deny, throttle, g.rules.delay, g.rules.page_size)
     };
     if deny {
         let arn = form_value(&body, "RoleArn").unwrap_or_default();
@@ -177,6 +194,33 @@ async fn handle(
     if !is_sts && !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
+    // The paging rule: moto gets the request without the Marker and answers the whole list; the
+    // proxy cuts the page out of it.
+    let paging = page_size
+        .filter(|_| !is_sts)
+        .and_then(|size| paged_lists(&action).map(|lists| (size.max(1), lists)));
+    let mut offset = 0;
+    let mut body = body;
+    if let (Some(_), Some(marker)) = (paging, form_value(&body, "Marker")) {
+        let Some(o) = parse_marker(&marker) else {
+            return xml(
+                StatusCode::BAD_REQUEST,
+                error_xml(
+                    "iam",
+                    "InvalidInput",
+                    &format!("proxy: Marker {marker:?} was not handed out by this proxy"),
+                ),
+            );
+        };
+        offset = o;
+        *ctx.inner
+            .lock()
+            .unwrap()
+            .followed
+            .entry(action.clone())
+            .or_default() += 1;
+        body = without_param(&body, "Marker");
+    }
     let url = format!(
         "{}{}",
         ctx.upstream,
@@ -192,7 +236,29 @@ async fn handle(
         Ok(resp) => {
             let status = resp.status();
             let ct = resp.headers().get("content-type").cloned();
-            let bytes = resp.bytes().await.unwrap_or_default();
+            let mut bytes = resp.bytes().await.unwrap_or_default();
+            if let (Some((size, lists)), true) = (paging, status.is_success()) {
+                let text = String::from_utf8_lossy(&bytes);
+                match page(&text, lists, offset, size) {
+                    Some(paged) => {
+                        *ctx.inner
+                            .lock()
+                            .unwrap()
+                            .pages
+                            .entry(action.clone())
+                            .or_default() += 1;
+                        bytes = Bytes::from(paged);
+                    }
+                    None => {
+                        return Response::builder()
+                            .status(StatusCode::BAD_GATEWAY)
+                            .body(Body::from(format!(
+                                "proxy: cannot page {action}'s answer: {text}"
+                            )))
+                            .unwrap();
+                    }
+                }
+            }
             let mut out = Response::builder().status(status);
             if let Some(ct) = ct {
                 out = out.header("content-type", ct);
@@ -212,4 +278,233 @@ fn xml(status: StatusCode, body: String) -> Response {
         .header("content-type", "text/xml")
         .body(Body::from(body))
         .unwrap()
+}
+
+/// The IAM list calls the `page_size` rule pages, with the list elements of each answer (children
+/// of `<{Action}Result>`), in the order IAM writes them.
+pub const PAGED: &[(&str, &[&str])] = &[
+    ("ListUsers", &["Users"]),
+    ("ListAccessKeys", &["AccessKeyMetadata"]),
+    ("ListMFADevices", &["MFADevices"]),
+    ("ListUserTags", &["Tags"]),
+    ("ListGroupsForUser", &["Groups"]),
+    ("ListVirtualMFADevices", &["VirtualMFADevices"]),
+    (
+        "GetAccountAuthorizationDetails",
+        &[
+            "UserDetailList",
+            "GroupDetailList",
+            "RoleDetailList",
+            "Policies",
+        ],
+    ),
+];
+
+fn paged_lists(action: &str) -> Option<&'static [&'static str]> {
+    PAGED
+        .iter()
+        .find(|(a, _)| *a == action)
+        .map(|(_, lists)| *lists)
+}
+
+const MARKER_PREFIX: &str = "proxy-page-";
+
+fn parse_marker(marker: &str) -> Option<usize> {
+    marker.strip_prefix(MARKER_PREFIX)?.parse().ok()
+}
+
+/// The form body without `key` (the other pairs byte for byte). moto ignores Marker anyway; the
+/// proxy strips it so that moto surely answers the whole list.
+fn without_param(body: &[u8], key: &str) -> Bytes {
+    let text = String::from_utf8_lossy(body);
+    let kept: Vec<&str> = text
+        .split('&')
+        .filter(|pair| {
+            url_decode_pairs(pair.as_bytes())
+                .first()
+                .is_none_or(|(k, _)| k != key)
+        })
+        .collect();
+    Bytes::from(kept.join("&"))
+}
+
+/// One top-level element of an XML fragment: its name, and byte ranges of the whole element and
+/// of its content.
+struct Element {
+    name: String,
+    whole: std::ops::Range<usize>,
+    inner: std::ops::Range<usize>,
+}
+
+/// The top-level elements of `s`, depth-aware: nested elements (a user's `<Tags><member>`, GAAD's
+/// `<GroupList><member>`) stay inside their parent. Enough XML for moto's answers: text never holds
+/// a raw `<` (it is escaped), and the only attributes are `xmlns`.
+fn elements(s: &str) -> Option<Vec<Element>> {
+    let mut out = Vec::new();
+    let mut depth = 0usize;
+    let mut open: Option<(String, usize, usize)> = None;
+    let mut i = 0;
+    while let Some(lt) = s[i..].find('<').map(|p| p + i) {
+        let gt = s[lt..].find('>')? + lt;
+        let tag = &s[lt + 1..gt];
+        i = gt + 1;
+        if tag.starts_with('?') || tag.starts_with('!') {
+            continue;
+        }
+        if let Some(name) = tag.strip_prefix('/') {
+            depth = depth.checked_sub(1)?;
+            if depth == 0 {
+                let (open_name, start, inner_start) = open.take()?;
+                if open_name != name.trim() {
+                    return None;
+                }
+                out.push(Element {
+                    name: open_name,
+                    whole: start..gt + 1,
+                    inner: inner_start..lt,
+                });
+            }
+            continue;
+        }
+        let self_closing = tag.ends_with('/');
+        let name = tag
+            .trim_end_matches('/')
+            .split_whitespace()
+            .next()?
+            .to_string();
+        if depth == 0 {
+            if self_closing {
+                out.push(Element {
+                    name,
+                    whole: lt..gt + 1,
+                    inner: gt..gt,
+                });
+            } else {
+                open = Some((name, lt, gt + 1));
+            }
+        }
+        if !self_closing {
+            depth += 1;
+        }
+    }
+    (depth == 0).then_some(out)
+}
+
+/// Cuts one page out of moto's complete answer: the `size` list items from `offset`, with
+/// `<IsTruncated>true</IsTruncated><Marker>proxy-page-N</Marker>` when more remain and
+/// `<IsTruncated>false</IsTruncated>` (no Marker) on the last page. Both go where IAM puts them:
+/// children of `<{Action}Result>`, after the lists (moto leaves IsTruncated out of some answers,
+/// e.g. ListAccessKeys; whatever it wrote is replaced).
+///
+/// GAAD has several lists (UserDetailList, GroupDetailList, RoleDetailList, Policies): the page is
+/// cut from their concatenation in that order, so one offset says where we are, a page can span
+/// the end of one list and the start of the next, and a page may hold no users at all (only
+/// groups). Each list element is always written (empty when none of its items is on the page).
+/// Like IAM's MaxItems, `size` counts entities of every kind.
+fn page(xml: &str, lists: &[&str], offset: usize, size: usize) -> Option<String> {
+    let root = elements(xml)?
+        .into_iter()
+        .find(|e| e.name.ends_with("Response"))?;
+    let root_inner = &xml[root.inner.clone()];
+    let result = elements(root_inner)?
+        .into_iter()
+        .find(|e| e.name.ends_with("Result"))?;
+    let base = root.inner.start + result.inner.start;
+    let result_inner = &xml[base..root.inner.start + result.inner.end];
+    let children = elements(result_inner)?;
+    // (child index, item text) for every item of every list, in order.
+    let mut items: Vec<(usize, &str)> = Vec::new();
+    for (ci, child) in children.iter().enumerate() {
+        if lists.contains(&child.name.as_str()) {
+            let inner = &result_inner[child.inner.clone()];
+            for m in elements(inner)? {
+                if m.name != "member" {
+                    return None;
+                }
+                items.push((ci, &inner[m.whole]));
+            }
+        }
+    }
+    let end = offset.saturating_add(size).min(items.len());
+    let on_page = items.get(offset.min(end)..end).unwrap_or_default();
+    let mut inner = String::new();
+    for (ci, child) in children.iter().enumerate() {
+        if lists.contains(&child.name.as_str()) {
+            inner.push_str(&format!("<{}>", child.name));
+            for (_, item) in on_page.iter().filter(|(i, _)| *i == ci) {
+                inner.push_str(item);
+            }
+            inner.push_str(&format!("</{}>", child.name));
+        } else if child.name != "IsTruncated" && child.name != "Marker" {
+            inner.push_str(&result_inner[child.whole.clone()]);
+        }
+    }
+    if end < items.len() {
+        inner.push_str(&format!(
+            "<IsTruncated>true</IsTruncated><Marker>{MARKER_PREFIX}{end}</Marker>"
+        ));
+    } else {
+        inner.push_str("<IsTruncated>false</IsTruncated>");
+    }
+    Some(format!(
+        "{}{}{}",
+        &xml[..base],
+        inner,
+        &xml[root.inner.start + result.inner.end..]
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GAAD: &str = "<GetAccountAuthorizationDetailsResponse xmlns=\"https://iam.amazonaws.com/doc/2010-05-08/\"><GetAccountAuthorizationDetailsResult><UserDetailList><member><UserName>u1</UserName><GroupList><member>g1</member></GroupList><Tags><member><Key>a</Key><Value>R&amp;D</Value></member></Tags></member><member><UserName>u2</UserName><UserPolicyList/><GroupList/></member></UserDetailList><GroupDetailList><member><GroupName>g1</GroupName></member></GroupDetailList><RoleDetailList/><Policies/><IsTruncated>false</IsTruncated></GetAccountAuthorizationDetailsResult><ResponseMetadata><RequestId>x</RequestId></ResponseMetadata></GetAccountAuthorizationDetailsResponse>";
+
+    fn gaad_page(offset: usize) -> String {
+        page(
+            GAAD,
+            paged_lists("GetAccountAuthorizationDetails").unwrap(),
+            offset,
+            2,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn paging_splits_top_level_members_depth_aware_over_concatenated_lists() {
+        let first = gaad_page(0);
+        assert!(first.contains("<UserName>u1</UserName><GroupList><member>g1</member></GroupList><Tags><member><Key>a</Key><Value>R&amp;D</Value></member></Tags></member>"), "{first}");
+        assert!(first.contains("<UserName>u2</UserName>"), "{first}");
+        assert!(
+            first.contains("<GroupDetailList></GroupDetailList>"),
+            "{first}"
+        );
+        assert!(first.contains("<Policies></Policies><IsTruncated>true</IsTruncated><Marker>proxy-page-2</Marker></GetAccountAuthorizationDetailsResult><ResponseMetadata>"), "{first}");
+        assert_eq!(first.matches("IsTruncated>").count(), 2, "{first}");
+
+        let last = gaad_page(2);
+        assert!(last.contains("<UserDetailList></UserDetailList><GroupDetailList><member><GroupName>g1</GroupName></member></GroupDetailList>"), "{last}");
+        assert!(
+            last.contains(
+                "<IsTruncated>false</IsTruncated></GetAccountAuthorizationDetailsResult>"
+            ),
+            "{last}"
+        );
+        assert!(!last.contains("<Marker>"), "{last}");
+        assert!(
+            gaad_page(7)
+                .contains("<UserDetailList></UserDetailList><GroupDetailList></GroupDetailList>")
+        );
+    }
+
+    #[test]
+    fn paging_strips_only_the_marker() {
+        let body = b"Action=ListUsers&Marker=proxy-page-4&MaxItems=1000&PathPrefix=%2Fa%2F";
+        assert_eq!(
+            without_param(body, "Marker"),
+            Bytes::from_static(b"Action=ListUsers&MaxItems=1000&PathPrefix=%2Fa%2F")
+        );
+        assert_eq!(parse_marker("proxy-page-4"), Some(4));
+        assert_eq!(parse_marker("page-4"), None);
+    }
 }
