@@ -22,9 +22,24 @@ pub const ENV_OVERRIDE_PREFIX: &str = "IAM_INVENTORY__";
 pub struct ConfigError(pub String);
 
 /// A value that must never reach a log line, the store or `check-config` output.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
+
+impl<'de> Deserialize<'de> for Secret {
+    /// Accepts any scalar: an external id set through the environment may look like a number, and a
+    /// type error must not echo the secret back in its message.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match toml::Value::deserialize(d)? {
+            toml::Value::String(s) => Ok(Secret(s)),
+            toml::Value::Integer(i) => Ok(Secret(i.to_string())),
+            toml::Value::Float(f) => Ok(Secret(f.to_string())),
+            toml::Value::Boolean(b) => Ok(Secret(b.to_string())),
+            _ => Err(serde::de::Error::custom(
+                "expected a string (the value is secret and not shown)",
+            )),
+        }
+    }
+}
 
 impl Secret {
     pub fn new(value: impl Into<String>) -> Self {
@@ -375,6 +390,10 @@ pub fn redact_url(raw: &str) -> String {
     if url.password().is_some() {
         let _ = url.set_password(Some("redacted"));
     }
+    // `https://TOKEN@host/` puts the secret in the user name.
+    if !url.username().is_empty() {
+        let _ = url.set_username("redacted");
+    }
     if url.query().is_some() {
         let pairs: Vec<(String, String)> = url
             .query_pairs()
@@ -681,7 +700,7 @@ fn apply_env_overrides(table: &mut toml::Table, env: &[(String, String)]) -> Res
         };
         let mut i = 0;
         while i < parents.len() {
-            let seg = &parents[i];
+            let seg = &existing_key(node, &parents[i]);
             let entry = node
                 .entry(seg.clone())
                 .or_insert_with(|| toml::Value::Table(toml::Table::new()));
@@ -712,6 +731,9 @@ fn apply_env_overrides(table: &mut toml::Table, env: &[(String, String)]) -> Res
             }
             i += 1;
         }
+        // Keys match case-insensitively, so `…__HEADERS__AUTHORIZATION` replaces the file's
+        // `Authorization` header instead of adding a second one.
+        let last = &existing_key(node, last);
         let as_bool = match raw.as_str() {
             "true" => Some(true),
             "false" => Some(false),
@@ -727,6 +749,15 @@ fn apply_env_overrides(table: &mut toml::Table, env: &[(String, String)]) -> Res
         node.insert(last.clone(), new);
     }
     Ok(())
+}
+
+/// The key of `table` equal to `wanted` ignoring ASCII case, or `wanted` itself.
+fn existing_key(table: &toml::Table, wanted: &str) -> String {
+    table
+        .keys()
+        .find(|k| k.eq_ignore_ascii_case(wanted))
+        .cloned()
+        .unwrap_or_else(|| wanted.to_string())
 }
 
 /// Replaces `${VAR}` in every string value with the environment's value; `$${` is a literal `${`.
@@ -874,6 +905,33 @@ mod tests {
     }
 
     #[test]
+    fn env_overrides_of_secrets_and_headers() {
+        let text = "[[aws.roles]]\narn='arn:aws:iam::222222222222:role/R'\n[[sinks]]\nname='s'\nurl='http://a/'\nheaders={Authorization='x'}\n";
+        let c = load(
+            text,
+            &[
+                ("IAM_INVENTORY__AWS__ROLES__0__EXTERNAL_ID", "987654321"),
+                (
+                    "IAM_INVENTORY__SINKS__0__HEADERS__AUTHORIZATION",
+                    "Bearer y",
+                ),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            c.aws.roles[0].external_id.as_ref().unwrap().expose(),
+            "987654321"
+        );
+        assert_eq!(
+            c.sinks[0].headers.len(),
+            1,
+            "{:?}",
+            c.sinks[0].headers.keys()
+        );
+        assert_eq!(c.sinks[0].headers["Authorization"].expose(), "Bearer y");
+    }
+
+    #[test]
     fn vars_expand_and_unset_var_names_variable_and_key() {
         let text = "[[sinks]]\nname='s'\nurl='http://a/'\nheaders={Authorization='Bearer ${TOK}', X='$${literal}'}\n";
         let c = load(text, &[("TOK", "t0p")]).unwrap();
@@ -888,11 +946,11 @@ mod tests {
 
     #[test]
     fn secrets_never_render() {
-        let text = "[[aws.roles]]\narn='arn:aws:iam::222222222222:role/R'\nexternal_id='ext-secret'\n[[sinks]]\nname='s'\nurl='https://u:pw@h/p?token=abc'\nheaders={Authorization='Bearer sekrit'}\n";
+        let text = "[[aws.roles]]\narn='arn:aws:iam::222222222222:role/R'\nexternal_id='ext-secret'\n[[sinks]]\nname='s'\nurl='https://tokenuser:pw@h/p?token=abc'\nheaders={Authorization='Bearer sekrit'}\n";
         let c = load(text, &[]).unwrap();
         let shown = c.to_redacted_toml();
         let debug = format!("{c:?}");
-        for leaked in ["ext-secret", "sekrit", ":pw@", "abc"] {
+        for leaked in ["ext-secret", "sekrit", ":pw@", "abc", "tokenuser"] {
             assert!(!shown.contains(leaked), "{leaked} in {shown}");
             assert!(!debug.contains(leaked), "{leaked} in {debug}");
         }

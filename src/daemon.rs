@@ -39,6 +39,7 @@ pub struct DaemonState {
 #[derive(Debug, Clone)]
 struct LastRun {
     started_ms: i64,
+    finished_ms: i64,
     ok: bool,
     reason: Option<String>,
 }
@@ -122,6 +123,7 @@ pub async fn run(config: Config) -> anyhow::Result<i32> {
                         lock(&state.metrics).record_fatal(started, now_ms());
                         *lock(&state.last) = Some(LastRun {
                             started_ms: started,
+                            finished_ms: now_ms(),
                             ok: false,
                             reason: Some(e.to_string()),
                         });
@@ -190,6 +192,7 @@ fn finish(state: &DaemonState, report: &RunReport) {
     let reason = (report.exit_code() != 0).then(|| failure_reason(report));
     *lock(&state.last) = Some(LastRun {
         started_ms: report.started_ms,
+        finished_ms: report.finished_ms,
         ok: reason.is_none(),
         reason,
     });
@@ -238,7 +241,10 @@ fn next_tick(cron: &croner::Cron, after_ms: i64) -> Option<i64> {
         .map(|t| t.timestamp_millis())
 }
 
-/// Health: `None` = healthy, `Some(reason)` = unhealthy. Pure, for tests.
+/// Health: `None` = healthy, `Some(reason)` = unhealthy. `last` = (finished_ms, ok, reason). Pure.
+///
+/// Overdue is measured from the end of the last sync: a tick skipped because that sync was still
+/// running is not a missed sync.
 pub(crate) fn health(
     cron: &croner::Cron,
     daemon_started_ms: i64,
@@ -257,7 +263,7 @@ pub(crate) fn health(
     }
     let since = last
         .as_ref()
-        .map_or(daemon_started_ms, |(started, _, _)| *started);
+        .map_or(daemon_started_ms, |(finished, _, _)| *finished);
     match next_tick(cron, since) {
         Some(due) if now_ms > due + OVERDUE_GRACE_MS => Some(format!(
             "schedule overdue: a sync was due at {}",
@@ -268,14 +274,12 @@ pub(crate) fn health(
 }
 
 async fn healthz(State(state): State<Arc<DaemonState>>) -> Response {
-    let last = lock(&state.last)
-        .clone()
-        .map(|l| (l.started_ms, l.ok, l.reason));
+    let last = lock(&state.last).clone();
     let running = state.running.load(Ordering::SeqCst);
     let verdict = health(
         &state.cron,
         state.started_ms,
-        last.clone(),
+        last.clone().map(|l| (l.finished_ms, l.ok, l.reason)),
         running,
         now_ms(),
     );
@@ -283,8 +287,9 @@ async fn healthz(State(state): State<Arc<DaemonState>>) -> Response {
         "status": if verdict.is_none() { "ok" } else { "unhealthy" },
         "reason": verdict,
         "sync_running": running,
-        "last_sync_started": last.as_ref().map(|l| rfc3339(l.0)),
-        "last_sync_ok": last.as_ref().map(|l| l.1),
+        "last_sync_started": last.as_ref().map(|l| rfc3339(l.started_ms)),
+        "last_sync_finished": last.as_ref().map(|l| rfc3339(l.finished_ms)),
+        "last_sync_ok": last.as_ref().map(|l| l.ok),
     });
     let code = if verdict.is_none() {
         StatusCode::OK
@@ -360,6 +365,18 @@ mod tests {
                 Some((start + 2 * hour, true, None)),
                 false,
                 start + 3 * hour
+            ),
+            None
+        );
+        // A sync that started at 01:58 and ran past 02:00 skipped that tick: due again tomorrow.
+        let late = start + 2 * hour + 600_000;
+        assert_eq!(
+            health(
+                &cron,
+                start,
+                Some((late, true, None)),
+                false,
+                start + 5 * hour
             ),
             None
         );

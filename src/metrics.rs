@@ -94,7 +94,7 @@ impl Metrics {
             "counter",
             "Syncs finished, by status.",
         );
-        for status in ["ok", "partial", "failed"] {
+        for status in ["ok", "partial", "interrupted", "failed"] {
             let _ = writeln!(
                 o,
                 "iam_inventory_syncs_total{{status=\"{status}\"}} {}",

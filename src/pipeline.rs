@@ -9,6 +9,7 @@ use serde::Serialize;
 use tracing::Instrument;
 
 use crate::clock::now_ms;
+use crate::collect::accounts::ConnectedAccount;
 use crate::collect::bulk::{AUTO_BULK_THRESHOLD, collect_bulk};
 use crate::collect::calls::CallCounter;
 use crate::collect::enrich::enrich_all;
@@ -152,93 +153,92 @@ pub async fn run_once(
     async move {
         tracing::info!("sync started");
         let base = build_base_config(&config.aws).await;
-        let targets = resolve_accounts(&config.aws);
-        let mut collected = futures::stream::iter(targets)
-            .map(|t| collect_account(&base, t, config))
-            .buffer_unordered(config.collect.account_concurrency);
-
         let mut reports: Vec<AccountReport> = Vec::new();
         let mut changes = Vec::new();
+
+        // 1. Who is who: every target's identity first, in config order, so an account reached twice
+        //    (the caller's account also listed as a role) is collected once, always the same way.
+        let connected = connect_all(
+            &base,
+            resolve_accounts(&config.aws),
+            config.collect.account_concurrency,
+        )
+        .await;
+        let (ready, failed) = dedupe(connected);
+        for item in failed {
+            record(
+                store,
+                run_id,
+                options.dry_run,
+                item,
+                &mut reports,
+                &mut changes,
+            )
+            .await?;
+        }
+
+        // 2. Collection runs in its own task, so it goes on while this one writes finished accounts.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Collected>(1);
+        let shared = Arc::new(config.clone());
+        let concurrency = config.collect.account_concurrency;
+        let collector = tokio::spawn(
+            async move {
+                let mut results = futures::stream::iter(ready)
+                    .map(|(acc, counter, started)| {
+                        collect_connected(acc, counter, started, shared.clone())
+                    })
+                    .buffer_unordered(concurrency);
+                while let Some(item) = results.next().await {
+                    if tx.send(item).await.is_err() {
+                        break;
+                    }
+                }
+            }
+            .instrument(tracing::Span::current()),
+        );
         let mut stop_wait = options.stop.clone();
         loop {
             let next = match &mut stop_wait {
                 Some(stop) => tokio::select! {
                     biased;
                     _ = stop.wait_for(|s| *s) => None,
-                    next = collected.next() => next,
+                    next = rx.recv() => next,
                 },
-                None => collected.next().await,
+                None => rx.recv().await,
             };
-            let Some((result, calls, duration_ms)) = next else {
-                break;
-            };
-            match result {
-                Ok(acc) => {
-                    let id = acc.provenance.account_id.clone();
-                    if reports.iter().any(|r| r.account_id == id) {
-                        tracing::warn!(account = %id, "account reached twice (caller and a role, or two roles); collected once");
-                        continue;
-                    }
-                    let store = Arc::clone(store);
-                    let dry_run = options.dry_run;
-                    let vanished = acc.vanished;
-                    let strategy = acc.strategy;
-                    let role_arn = acc.provenance.role_arn.clone();
-                    let outcome = tokio::task::spawn_blocking(move || write_account(&store, run_id, acc, dry_run))
-                        .await
-                        .map_err(|e| StoreError(format!("store write task failed: {e}")))??;
-                    tracing::info!(account = %id, users = outcome.users, created = outcome.created, updated = outcome.updated, deleted = outcome.deleted, "account collected");
-                    reports.push(AccountReport {
-                        account_id: id,
-                        role_arn,
-                        ok: true,
-                        error: None,
-                        error_code: None,
-                        users: outcome.users,
-                        created: outcome.created,
-                        updated: outcome.updated,
-                        deleted: outcome.deleted,
-                        vanished,
-                        calls,
-                        duration_ms,
-                        strategy: Some(strategy),
-                    });
-                    changes.extend(outcome.changes);
-                }
-                Err(e) => {
-                    tracing::error!(account = %e.account_id, error = %e.error, "account failed; its snapshot is left as it was");
-                    if !options.dry_run {
-                        store.record_failed_account(run_id, &e.account_id, e.role_arn.as_deref(), &e.error.message)?;
-                    }
-                    reports.push(AccountReport {
-                        account_id: e.account_id.clone(),
-                        role_arn: e.role_arn.clone(),
-                        ok: false,
-                        error: Some(e.to_string()),
-                        error_code: e.error.code.clone(),
-                        users: 0,
-                        created: 0,
-                        updated: 0,
-                        deleted: 0,
-                        vanished: 0,
-                        calls,
-                        duration_ms,
-                        strategy: None,
-                    });
-                }
-            }
+            let Some(item) = next else { break };
+            record(
+                store,
+                run_id,
+                options.dry_run,
+                item,
+                &mut reports,
+                &mut changes,
+            )
+            .await?;
         }
-        drop(collected);
+        // On a stop, collections still in flight are dropped: nothing of theirs was written.
+        collector.abort();
         reports.sort_by(|a, b| a.account_id.cmp(&b.account_id));
         if stopping(&options.stop) {
-            tracing::warn!(accounts_done = reports.len(), "stopping: the remaining accounts are left for the next sync");
+            tracing::warn!(
+                accounts_done = reports.len(),
+                "stopping: the remaining accounts are left for the next sync"
+            );
         }
 
         let sinks = if options.dry_run || stopping(&options.stop) {
             Vec::new()
         } else {
             let client = crate::deliver::http::client();
-            deliver_all(store, &config.effective_sinks(), &client, now_ms, options.stop.clone()).await
+            deliver_all(
+                store,
+                &config.effective_sinks(),
+                &client,
+                now_ms,
+                options.stop.clone(),
+            )
+            .await
         };
         let report = RunReport {
             run_id: (!options.dry_run).then_some(run_id),
@@ -287,17 +287,134 @@ pub fn write_account(
     )
 }
 
-/// Collects one account: identity, ListUsers, enrichment. Returns the call counts either way.
-async fn collect_account(
+/// One account's collection: its result, its call counts, and how long it took (ms).
+type Collected = (Result<AccountUsers, AccountError>, CallStats, i64);
+/// A connected account, its call counter, and when its collection started.
+type Ready = (ConnectedAccount, CallCounter, i64);
+
+/// Connects every target (identity, AssumeRole), `concurrency` at a time, keeping config order.
+async fn connect_all(
     base: &SdkConfig,
-    target: AccountTarget,
-    config: &Config,
-) -> (Result<AccountUsers, AccountError>, CallStats, i64) {
-    let started = now_ms();
-    let counter = CallCounter::default();
-    let span = tracing::info_span!("account", account = %target.label());
+    targets: Vec<AccountTarget>,
+    concurrency: usize,
+) -> Vec<(Result<ConnectedAccount, AccountError>, CallCounter, i64)> {
+    futures::stream::iter(targets)
+        .map(|target| async move {
+            let started = now_ms();
+            let counter = CallCounter::default();
+            let span = tracing::info_span!("account", account = %target.label());
+            let result = accounts::connect(base, &target, counter.clone())
+                .instrument(span)
+                .await;
+            (result, counter, started)
+        })
+        .buffered(concurrency)
+        .collect()
+        .await
+}
+
+/// Splits connections into accounts to collect and failures to report. An account reached a second
+/// time is dropped with a warning, and so is a failed target whose account another target reached.
+fn dedupe(
+    connected: Vec<(Result<ConnectedAccount, AccountError>, CallCounter, i64)>,
+) -> (Vec<Ready>, Vec<Collected>) {
+    let reached: std::collections::HashSet<String> = connected
+        .iter()
+        .filter_map(|(r, _, _)| r.as_ref().ok().map(|a| a.account_id.clone()))
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    let (mut ready, mut failed) = (Vec::new(), Vec::new());
+    for (result, counter, started) in connected {
+        match result {
+            Ok(acc) if !seen.insert(acc.account_id.clone()) => {
+                tracing::warn!(account = %acc.account_id, role = acc.role_arn.as_deref().unwrap_or("caller"), "account already reached by an earlier target (the caller's account listed as a role too?); collected once");
+            }
+            Ok(acc) => ready.push((acc, counter, started)),
+            Err(e) if reached.contains(&e.account_id) => {
+                tracing::warn!(account = %e.account_id, error = %e.error, "a second way into an account failed; the account was reached another way");
+            }
+            Err(e) => failed.push((Err(e), counter.snapshot(), now_ms() - started)),
+        }
+    }
+    (ready, failed)
+}
+
+/// Writes a collected account (one transaction) or records its failure, and reports it.
+async fn record(
+    store: &Arc<Store>,
+    run_id: i64,
+    dry_run: bool,
+    (result, calls, duration_ms): Collected,
+    reports: &mut Vec<AccountReport>,
+    changes: &mut Vec<ChangeRow>,
+) -> Result<(), StoreError> {
+    match result {
+        Ok(acc) => {
+            let id = acc.provenance.account_id.clone();
+            let (vanished, strategy, role_arn) =
+                (acc.vanished, acc.strategy, acc.provenance.role_arn.clone());
+            let store = Arc::clone(store);
+            let outcome =
+                tokio::task::spawn_blocking(move || write_account(&store, run_id, acc, dry_run))
+                    .await
+                    .map_err(|e| StoreError(format!("store write task failed: {e}")))??;
+            tracing::info!(account = %id, users = outcome.users, created = outcome.created, updated = outcome.updated, deleted = outcome.deleted, "account collected");
+            reports.push(AccountReport {
+                account_id: id,
+                role_arn,
+                ok: true,
+                error: None,
+                error_code: None,
+                users: outcome.users,
+                created: outcome.created,
+                updated: outcome.updated,
+                deleted: outcome.deleted,
+                vanished,
+                calls,
+                duration_ms,
+                strategy: Some(strategy),
+            });
+            changes.extend(outcome.changes);
+        }
+        Err(e) => {
+            tracing::error!(account = %e.account_id, error = %e.error, "account failed; its snapshot is left as it was");
+            if !dry_run {
+                store.record_failed_account(
+                    run_id,
+                    &e.account_id,
+                    e.role_arn.as_deref(),
+                    &e.error.message,
+                )?;
+            }
+            reports.push(AccountReport {
+                account_id: e.account_id.clone(),
+                role_arn: e.role_arn.clone(),
+                ok: false,
+                error: Some(e.to_string()),
+                error_code: e.error.code.clone(),
+                users: 0,
+                created: 0,
+                updated: 0,
+                deleted: 0,
+                vanished: 0,
+                calls,
+                duration_ms,
+                strategy: None,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Collects one connected account: ListUsers, then enrichment by the configured strategy.
+async fn collect_connected(
+    acc: ConnectedAccount,
+    counter: CallCounter,
+    started: i64,
+    config: Arc<Config>,
+) -> Collected {
+    let span = tracing::info_span!("account", account = %acc.account_id);
     let result = async {
-        let acc = accounts::connect(base, &target, counter.clone()).await?;
         let fail = |error| AccountError {
             account_id: acc.account_id.clone(),
             role_arn: acc.role_arn.clone(),

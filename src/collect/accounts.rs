@@ -66,6 +66,13 @@ pub async fn build_base_config(aws: &AwsConfig) -> SdkConfig {
     loader.load().await
 }
 
+/// Each account gets its own retry partition: the SDK's retry token bucket and adaptive rate limiter
+/// are shared per partition (by default one per service and region, process-wide), and IAM throttles
+/// per account, so one throttled account must not slow down the others.
+fn partition(target: &AccountTarget) -> aws_sdk_iam::config::retry::RetryPartition {
+    aws_sdk_iam::config::retry::RetryPartition::new(format!("iam-inventory-{}", target.label()))
+}
+
 /// An account ready to be read: its IAM client (calls counted) and who it is.
 pub struct ConnectedAccount {
     pub iam: aws_sdk_iam::Client,
@@ -102,6 +109,7 @@ pub async fn connect(
             let account_id = who.account().unwrap_or_default().to_string();
             let iam_conf = aws_sdk_iam::config::Builder::from(base)
                 .interceptor(counter.clone())
+                .retry_partition(partition(target))
                 .build();
             Ok(ConnectedAccount {
                 iam: aws_sdk_iam::Client::from_conf(iam_conf),
@@ -151,6 +159,7 @@ pub async fn connect(
             let iam_conf = aws_sdk_iam::config::Builder::from(base)
                 .credentials_provider(SharedCredentialsProvider::new(provider))
                 .interceptor(counter.clone())
+                .retry_partition(partition(target))
                 .build();
             Ok(ConnectedAccount {
                 iam: aws_sdk_iam::Client::from_conf(iam_conf),

@@ -123,7 +123,12 @@ impl Ctx<'_> {
                         region: s.last_used_region.clone(),
                     }),
                     // Younger than the report: ask for this key alone.
-                    None => get_access_key_last_used(self.iam, &id).await?,
+                    None => match get_access_key_last_used(self.iam, &id).await {
+                        Ok(used) => used,
+                        // Deleted since ListAccessKeys (a rotation): not a key of the user any more.
+                        Err(e) if e.is_no_such_entity() => continue,
+                        Err(e) => return Err(e),
+                    },
                 };
                 access_keys.push(AccessKey {
                     id,

@@ -47,7 +47,12 @@ pub async fn enrich_user(iam: &Client, user: User) -> Result<Option<IamUser>, Co
     };
     let mut access_keys = Vec::with_capacity(keys.len());
     for (id, status, created) in keys {
-        let last_used = get_access_key_last_used(iam, &id).await?;
+        let last_used = match get_access_key_last_used(iam, &id).await {
+            Ok(used) => used,
+            // Deleted between ListAccessKeys and now (a rotation): it is not a key of the user any more.
+            Err(e) if e.is_no_such_entity() => continue,
+            Err(e) => return Err(e),
+        };
         access_keys.push(AccessKey {
             id,
             status,

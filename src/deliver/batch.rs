@@ -58,8 +58,10 @@ impl Batch<'_> {
         body
     }
 
-    /// Stable for the same sink, kind and record contents: a receiver can drop a batch it has already
-    /// stored when a retry (or the next sync, after a lost response) sends it again.
+    /// Stable for the same sink, kind and record versions (user, content hash and the time that
+    /// content appeared): a receiver can drop a batch it has already stored when a retry (or the next
+    /// sync, after a lost response) sends it again, while a later change back to an earlier content
+    /// gets a new key.
     pub fn idempotency_key(&self, sink: &str) -> String {
         let mut h = Sha256::new();
         h.update(sink.as_bytes());
@@ -73,6 +75,8 @@ impl Batch<'_> {
             h.update(r.uid.as_bytes());
             h.update(b":");
             h.update(r.content_hash.as_bytes());
+            h.update(b"@");
+            h.update(r.last_changed.to_string().as_bytes());
         }
         hex::encode(&h.finalize()[..16])
     }
@@ -88,6 +92,7 @@ mod tests {
             content_hash: format!("h-{uid}"),
             record: format!("{{\"u\":\"{uid}\"}}"),
             is_update,
+            last_changed: 1,
         }
     }
 

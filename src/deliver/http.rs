@@ -12,10 +12,15 @@ use super::{DeliveryFailure, SinkReport, change_kind};
 use crate::config::{Compression, SinkConfig, SinkFormat};
 
 /// The HTTP client shared by all sinks (rustls; per-request timeouts come from each sink).
+///
+/// Redirects are not followed: on a 301/302/303 reqwest would turn the POST into a body-less GET, and
+/// a 200 for that GET would acknowledge records that were never delivered (and a cross-host redirect
+/// would carry custom secret headers to another host). A 3xx is a rejection naming the new location.
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .user_agent(concat!("iam-inventory/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap_or_else(|_| reqwest::Client::new())
 }
@@ -81,12 +86,27 @@ pub async fn send(
                     .and_then(|v| {
                         parse_retry_after(v, time::OffsetDateTime::now_utc().unix_timestamp())
                     });
-                let text = resp.text().await.unwrap_or_default();
+                let location = resp
+                    .headers()
+                    .get(reqwest::header::LOCATION)
+                    .and_then(|v| v.to_str().ok())
+                    .map(crate::config::redact_url);
+                let text = scrub(&resp.text().await.unwrap_or_default(), sink);
                 let message = format!("HTTP {status}: {}", truncate(&text, 300));
+                if let Some(to) = location.filter(|_| (300..400).contains(&status)) {
+                    return Err(DeliveryFailure {
+                        message: format!(
+                            "HTTP {status}: the sink redirects to {to}; redirects are not followed (set the sink's url to the final address)"
+                        ),
+                        sink_down: true,
+                    });
+                }
                 if !is_retryable(status) {
+                    // Authentication, authorization and a wrong path fail every batch alike: stop
+                    // this sink for the sync. Other 4xx may be about this batch only.
                     return Err(DeliveryFailure {
                         message: format!("{message} (rejected; not retried until the next sync)"),
-                        sink_down: false,
+                        sink_down: matches!(status, 300..=399 | 401 | 403 | 404 | 405),
                     });
                 }
                 (retry_after, message)
@@ -125,6 +145,23 @@ pub async fn send(
         attempt += 1;
         tokio::time::sleep(delay).await;
     }
+}
+
+/// A response body as it may be logged and stored: the sink's own header values (tokens a receiver
+/// might echo back) replaced.
+fn scrub(body: &str, sink: &SinkConfig) -> String {
+    let mut out = body.to_string();
+    for value in sink.headers.values() {
+        let v = value.expose();
+        if v.len() >= 4 {
+            out = out.replace(v, "<redacted>");
+            // "Bearer abc": the token alone may be echoed too.
+            if let Some((_, token)) = v.split_once(' ').filter(|(_, t)| t.len() >= 4) {
+                out = out.replace(token, "<redacted>");
+            }
+        }
+    }
+    out
 }
 
 fn truncate(s: &str, max: usize) -> String {

@@ -70,7 +70,7 @@ async fn deliver_one(
     };
     let mut after = String::new();
     'pages: loop {
-        let page = match store.pending(&sink.name, sink.mode, &after, PAGE) {
+        let page = match store.pending(&sink.name, sink.mode, &after, PAGE.max(sink.batch_size)) {
             Ok(p) => p,
             Err(e) => {
                 report.error = Some(e.to_string());

@@ -14,6 +14,8 @@ pub struct PendingRecord {
     pub record: String,
     /// `false` = a create (never acknowledged by this sink), `true` = an update.
     pub is_update: bool,
+    /// When the content last changed (epoch ms): tells apart two changes back to the same content.
+    pub last_changed: i64,
 }
 
 impl Store {
@@ -32,7 +34,7 @@ impl Store {
             SinkMode::UpdateOnly => "(a.uid IS NOT NULL AND a.content_hash != s.content_hash)",
         };
         let sql = format!(
-            "SELECT s.uid, s.content_hash, s.record, s.last_seen, a.uid IS NOT NULL
+            "SELECT s.uid, s.content_hash, s.record, s.last_seen, a.uid IS NOT NULL, s.last_changed
              FROM snapshot s LEFT JOIN sink_acks a ON a.sink = ?1 AND a.uid = s.uid
              WHERE s.uid > ?2 AND {filter}
              ORDER BY s.uid LIMIT ?3"
@@ -50,6 +52,7 @@ impl Store {
                     content_hash: r.get(1)?,
                     record: with_time(&record, seen),
                     is_update: r.get(4)?,
+                    last_changed: r.get(5)?,
                 })
             })
             .map_err(|e| self.sql_err("cannot read sink state", e))?;

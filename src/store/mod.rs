@@ -18,8 +18,27 @@ pub use changes::{ChangeFilter, ChangeKind, ChangeRow, FieldChange};
 pub use snapshot::{AccountOutcome, PreparedRecord};
 
 /// The migrations, in order; `PRAGMA user_version` counts how many have been applied.
-const MIGRATIONS: &[(&str, &str)] =
-    &[("0001_init", include_str!("../../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_init", include_str!("../../migrations/0001_init.sql")),
+    (
+        "0002_run_owner",
+        include_str!("../../migrations/0002_run_owner.sql"),
+    ),
+];
+
+/// Runs left `running` by another host are only declared dead after this long.
+const FOREIGN_RUN_TIMEOUT_MS: i64 = 24 * 3600 * 1000;
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// Whether a process of this host with that pid is alive (not us: we have only just started).
+fn process_alive(pid: i64) -> bool {
+    pid != i64::from(std::process::id()) && Path::new(&format!("/proc/{pid}")).exists()
+}
 
 /// A store error, phrased for the user and naming the file.
 #[derive(Debug, thiserror::Error)]
@@ -64,11 +83,13 @@ impl Store {
                 }
                 Connection::open_in_memory().map_err(|e| err("cannot open", &e))?
             }
-            OpenMode::ReadOnly => {
+            // A dry run on an existing store only reads it, so it never competes with a running
+            // daemon for the write lock.
+            OpenMode::ReadOnly | OpenMode::DryRun => {
                 Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
                     .map_err(|e| err("cannot open", &e))?
             }
-            OpenMode::ReadWrite | OpenMode::DryRun => {
+            OpenMode::ReadWrite => {
                 if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
                     std::fs::create_dir_all(parent).map_err(|e| {
                         err(&format!("cannot create folder {}", parent.display()), &e)
@@ -109,11 +130,7 @@ impl Store {
             )));
         }
         if mode == OpenMode::ReadWrite {
-            conn.execute(
-                "UPDATE runs SET status = 'interrupted' WHERE status = 'running'",
-                [],
-            )
-            .map_err(|e| err("cannot write (is it read-only?)", &e))?;
+            mark_dead_runs(&conn).map_err(|e| err("cannot write (is it read-only?)", &e))?;
         }
         Ok(Store {
             conn: Mutex::new(conn),
@@ -143,8 +160,8 @@ impl Store {
     pub fn begin_run(&self, started_ms: i64) -> Result<i64> {
         let conn = self.lock();
         conn.execute(
-            "INSERT INTO runs (started_at, status) VALUES (?1, 'running')",
-            params![started_ms],
+            "INSERT INTO runs (started_at, status, pid, host) VALUES (?1, 'running', ?2, ?3)",
+            params![started_ms, i64::from(std::process::id()), hostname()],
         )
         .map_err(|e| self.sql_err("cannot record the run", e))?;
         Ok(conn.last_insert_rowid())
@@ -224,6 +241,32 @@ pub(crate) fn with_time(record_without_time: &str, time_ms: i64) -> String {
         Some(rest) => format!("{{\"time\":{time_ms},{rest}"),
         None => record_without_time.to_string(),
     }
+}
+
+/// Runs left `running` whose process is gone (killed, crashed, host rebooted) become `interrupted`.
+fn mark_dead_runs(conn: &Connection) -> rusqlite::Result<()> {
+    let host = hostname();
+    let now = crate::clock::now_ms();
+    let running: Vec<(i64, Option<i64>, Option<String>, i64)> = {
+        let mut stmt =
+            conn.prepare("SELECT id, pid, host, started_at FROM runs WHERE status = 'running'")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    for (id, pid, run_host, started) in running {
+        let dead = match (pid, run_host) {
+            (Some(pid), Some(h)) if h == host => !process_alive(pid),
+            (Some(_), Some(_)) => now - started > FOREIGN_RUN_TIMEOUT_MS,
+            _ => true,
+        };
+        if dead {
+            conn.execute(
+                "UPDATE runs SET status = 'interrupted' WHERE id = ?1",
+                params![id],
+            )?;
+        }
+    }
+    Ok(())
 }
 
 fn migrate(conn: &Connection, from: i64) -> rusqlite::Result<()> {

@@ -84,11 +84,17 @@ impl Store {
         records: impl IntoIterator<Item = PreparedRecord>,
     ) -> Result<AccountOutcome> {
         let mut conn = self.lock();
-        let tx = conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(|e| {
-                self.sql_err("cannot start a transaction (is it read-only or locked?)", e)
-            })?;
+        // A dry run only reads (its store may be opened read-only): a deferred transaction gives it a
+        // consistent view without taking the write lock a running daemon needs.
+        let write = !w.dry_run;
+        let behavior = if write {
+            rusqlite::TransactionBehavior::Immediate
+        } else {
+            rusqlite::TransactionBehavior::Deferred
+        };
+        let tx = conn.transaction_with_behavior(behavior).map_err(|e| {
+            self.sql_err("cannot start a transaction (is it read-only or locked?)", e)
+        })?;
         let mut outcome = AccountOutcome::default();
         let e = |what: &'static str| move |err: rusqlite::Error| self.sql_err(what, err);
         {
@@ -130,17 +136,20 @@ impl Store {
                                    kind: ChangeKind,
                                    fields: Vec<super::FieldChange>|
              -> Result<()> {
-                let fields_json = serde_json::to_string(&fields).unwrap_or_else(|_| "[]".into());
-                log.execute(params![
-                    w.run_id,
-                    w.collected_ms,
-                    w.account_id,
-                    uid,
-                    user_name,
-                    kind.as_str(),
-                    fields_json
-                ])
-                .map_err(e("cannot write the change log"))?;
+                if write {
+                    let fields_json =
+                        serde_json::to_string(&fields).unwrap_or_else(|_| "[]".into());
+                    log.execute(params![
+                        w.run_id,
+                        w.collected_ms,
+                        w.account_id,
+                        uid,
+                        user_name,
+                        kind.as_str(),
+                        fields_json
+                    ])
+                    .map_err(e("cannot write the change log"))?;
+                }
                 outcome.changes.push(ChangeRow {
                     run_id: (!w.dry_run).then_some(w.run_id),
                     at: w.collected_ms,
@@ -153,27 +162,31 @@ impl Store {
                 Ok(())
             };
 
+            let mut seen = std::collections::HashSet::new();
             for rec in records {
                 outcome.users += 1;
+                seen.insert(rec.uid.clone());
                 let existing: Option<(String, String, String)> = lookup
                     .query_row(params![rec.uid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
                     .optional()
                     .map_err(e("cannot read the snapshot"))?;
                 match existing {
                     None => {
-                        insert
-                            .execute(params![
-                                rec.uid,
-                                w.account_id,
-                                rec.user_name,
-                                rec.path,
-                                rec.content_hash(),
-                                rec.record_hash,
-                                rec.record.to_string(),
-                                w.collected_ms,
-                                w.run_id
-                            ])
-                            .map_err(e("cannot write the snapshot"))?;
+                        if write {
+                            insert
+                                .execute(params![
+                                    rec.uid,
+                                    w.account_id,
+                                    rec.user_name,
+                                    rec.path,
+                                    rec.content_hash(),
+                                    rec.record_hash,
+                                    rec.record.to_string(),
+                                    w.collected_ms,
+                                    w.run_id
+                                ])
+                                .map_err(e("cannot write the snapshot"))?;
+                        }
                         outcome.created += 1;
                         push_change(
                             &mut outcome,
@@ -184,26 +197,30 @@ impl Store {
                         )?;
                     }
                     Some((_, record_hash, _)) if record_hash == rec.record_hash => {
-                        touch
-                            .execute(params![rec.uid, w.collected_ms, w.run_id])
-                            .map_err(e("cannot write the snapshot"))?;
+                        if write {
+                            touch
+                                .execute(params![rec.uid, w.collected_ms, w.run_id])
+                                .map_err(e("cannot write the snapshot"))?;
+                        }
                         outcome.unchanged += 1;
                     }
                     Some((content_hash, _, old_record)) => {
                         let new_content_hash = rec.content_hash();
-                        rewrite
-                            .execute(params![
-                                rec.uid,
-                                w.account_id,
-                                rec.user_name,
-                                rec.path,
-                                new_content_hash,
-                                rec.record_hash,
-                                rec.record.to_string(),
-                                w.collected_ms,
-                                w.run_id
-                            ])
-                            .map_err(e("cannot write the snapshot"))?;
+                        if write {
+                            rewrite
+                                .execute(params![
+                                    rec.uid,
+                                    w.account_id,
+                                    rec.user_name,
+                                    rec.path,
+                                    new_content_hash,
+                                    rec.record_hash,
+                                    rec.record.to_string(),
+                                    w.collected_ms,
+                                    w.run_id
+                                ])
+                                .map_err(e("cannot write the snapshot"))?;
+                        }
                         // Same content hash: only volatile fields (last-used times) moved. Kept fresh in
                         // the snapshot, but not a change.
                         let fields = if content_hash == new_content_hash {
@@ -234,23 +251,31 @@ impl Store {
                 let mut stmt = tx
                     .prepare_cached(
                         "SELECT uid, user_name FROM snapshot
-                         WHERE account_id = ?1 AND last_run_id != ?2 AND substr(path, 1, length(?3)) = ?3
+                         WHERE account_id = ?1 AND substr(path, 1, length(?2)) = ?2
                          ORDER BY uid",
                     )
                     .map_err(e("cannot read the snapshot"))?;
                 let rows = stmt
-                    .query_map(params![w.account_id, w.run_id, w.path_prefix], |r| {
-                        Ok((r.get(0)?, r.get(1)?))
+                    .query_map(params![w.account_id, w.path_prefix], |r| {
+                        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
                     })
                     .map_err(e("cannot read the snapshot"))?;
-                rows.collect::<rusqlite::Result<_>>()
-                    .map_err(e("cannot read the snapshot"))?
+                let mut gone = Vec::new();
+                for row in rows {
+                    let (uid, name) = row.map_err(e("cannot read the snapshot"))?;
+                    if !seen.contains(&uid) {
+                        gone.push((uid, name));
+                    }
+                }
+                gone
             };
             for (uid, user_name) in gone {
-                tx.execute("DELETE FROM snapshot WHERE uid = ?1", params![uid])
-                    .map_err(e("cannot write the snapshot"))?;
-                tx.execute("DELETE FROM sink_acks WHERE uid = ?1", params![uid])
-                    .map_err(e("cannot write the snapshot"))?;
+                if write {
+                    tx.execute("DELETE FROM snapshot WHERE uid = ?1", params![uid])
+                        .map_err(e("cannot write the snapshot"))?;
+                    tx.execute("DELETE FROM sink_acks WHERE uid = ?1", params![uid])
+                        .map_err(e("cannot write the snapshot"))?;
+                }
                 outcome.deleted += 1;
                 push_change(
                     &mut outcome,

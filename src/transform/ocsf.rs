@@ -23,6 +23,8 @@ const ACCOUNT_TYPE_ID_AWS: u8 = 10;
 pub const VOLATILE_FIELDS: &[&str] = &[
     "time",
     "metadata.processed_time",
+    // iam-inventory's own version: an upgrade is not a change to every user.
+    "metadata.product.feature.version",
     "user.ldap_person.last_login_time",
     "user.programmatic_credentials[].last_used_time",
     "unmapped.user.password_last_used_time",

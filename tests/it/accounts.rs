@@ -251,3 +251,51 @@ async fn an_iam_style_rate_limit_is_absorbed_by_adaptive_retry() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_callers_account_listed_as_a_role_too_is_collected_once_as_the_caller() {
+    let moto = Moto::start();
+    seed_three(&moto).await;
+    let proxy = Proxy::start(&moto.endpoint, Rules::default()).await;
+    let ws = Workspace::new();
+    // The StackSet put the reader role into the management account too.
+    let cfg = ws.config(&format!(
+        "{}[[aws.roles]]\narn = \"{}\"\n",
+        aws_section(&proxy.endpoint, "/"),
+        role_arn(CALLER_ACCOUNT)
+    ));
+    let out = ws.run(&cfg, &["sync"], &[]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let records = out.json_lines();
+    assert_eq!(names(&records), ["a1", "a2"], "each user once");
+    assert!(
+        records
+            .iter()
+            .all(|r| r["unmapped"]["source"].get("assumed_role_arn").is_none()),
+        "the caller's way wins"
+    );
+    assert!(
+        out.stderr.contains("accounts ok 1, failed 0"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("collected once"), "{}", out.stderr);
+    assert_eq!(
+        proxy.calls().get("ListUsers"),
+        Some(&1),
+        "collected once, not twice"
+    );
+
+    // The duplicate role being denied is not a failure either: the account was reached.
+    proxy.set_rules(Rules {
+        deny_assume_role: vec![role_arn(CALLER_ACCOUNT)],
+        ..Default::default()
+    });
+    let out = ws.run(&cfg, &["sync"], &[]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("accounts ok 1, failed 0"),
+        "{}",
+        out.stderr
+    );
+}

@@ -333,3 +333,41 @@ async fn header_secrets_never_reach_logs_or_the_store_and_rejections_are_not_ret
     assert_eq!(missing.code, 1);
     assert!(last_line(&missing.stderr).contains("SIEM_TOKEN"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_is_not_followed_and_acknowledges_nothing() {
+    let moto = Moto::start();
+    seed_standard(&moto.iam().await).await;
+    // The redirect target answers 200 to anything: following the 302 (as a body-less GET) would
+    // "acknowledge" records that never arrived.
+    let elsewhere = Receiver::start().await;
+    let rx = Receiver::start().await;
+    rx.script([Reply::Redirect(302, elsewhere.url.clone())]);
+    let ws = Workspace::new();
+    let cfg = ws.config(&format!(
+        "{}{}",
+        aws_section(&moto.endpoint, "/engineering/"),
+        sink("siem", &rx.url, "create-update", "")
+    ));
+    let out = ws.run(&cfg, &["sync"], &[]).await;
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("redirects are not followed"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("acknowledged 0, pending 4"),
+        "{}",
+        out.stderr
+    );
+    assert!(elsewhere.received().is_empty());
+    assert_eq!(
+        rx.received().len(),
+        1,
+        "the sink is left alone for this sync"
+    );
+    let out = ws.run(&cfg, &["sync"], &[]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(rx.acknowledged_uids(), arns(ENGINEERING));
+}

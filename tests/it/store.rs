@@ -476,3 +476,69 @@ async fn a_corrupt_or_unusable_store_is_a_clear_one_line_error() {
         out.stderr
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_runs_whose_process_is_gone_are_marked_interrupted_and_old_stores_migrate() {
+    let ws = Workspace::new();
+    // A store at schema 1, as the first release wrote it, with two runs left `running`.
+    let conn = rusqlite::Connection::open(ws.store()).unwrap();
+    conn.execute_batch(include_str!("../../migrations/0001_init.sql"))
+        .unwrap();
+    conn.pragma_update(None, "user_version", 1).unwrap();
+    conn.execute(
+        "INSERT INTO runs (id, started_at, status) VALUES (1, 1, 'running')",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let cfg = ws.config("[aws]\nendpoint_url = \"http://127.0.0.1:1\"\nmax_attempts = 1\n");
+    let export = ws.run(&cfg, &["export"], &[]).await;
+    assert_eq!(export.code, 1);
+    assert!(
+        last_line(&export.stderr).contains("needs migrating"),
+        "{}",
+        export.stderr
+    );
+
+    let out = ws.run(&cfg, &["sync"], &[]).await;
+    assert_eq!(
+        out.code, 2,
+        "the account fails (no AWS), the store migrates: {}",
+        out.stderr
+    );
+    let conn = rusqlite::Connection::open(ws.store()).unwrap();
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 2);
+    let status = |id: i64| -> String {
+        conn.query_row("SELECT status FROM runs WHERE id = ?1", [id], |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(
+        status(1),
+        "interrupted",
+        "a pre-migration run has no owner left"
+    );
+
+    // A run owned by a live process on this host (this test) is left alone; a dead one is not.
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_string();
+    let me = i64::from(std::process::id());
+    conn.execute(
+        "INSERT INTO runs (id, started_at, status, pid, host) VALUES (10, 1, 'running', ?1, ?2)",
+        rusqlite::params![me, host],
+    )
+    .unwrap();
+    conn.execute(
+        "INSERT INTO runs (id, started_at, status, pid, host) VALUES (11, 1, 'running', ?1, ?2)",
+        rusqlite::params![i64::from(i32::MAX), host],
+    )
+    .unwrap();
+    let out = ws.run(&cfg, &["sync"], &[]).await;
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert_eq!(status(10), "running");
+    assert_eq!(status(11), "interrupted");
+}

@@ -18,6 +18,8 @@ pub enum Reply {
     RetryAfter(u16, u64),
     /// Abort the whole server while this request is in flight (a sink that dies mid-delivery).
     Die,
+    /// A redirect (status, Location).
+    Redirect(u16, String),
 }
 
 #[derive(Debug, Clone)]
@@ -154,7 +156,7 @@ async fn handle(State(ctx): State<Ctx>, headers: HeaderMap, body: Bytes) -> Resp
             .unwrap_or(Reply::Status(g.default.unwrap_or(200)))
     };
     let status = match &reply {
-        Reply::Status(s) | Reply::RetryAfter(s, _) => *s,
+        Reply::Status(s) | Reply::RetryAfter(s, _) | Reply::Redirect(s, _) => *s,
         Reply::Die => 0,
     };
     ctx.inner.lock().unwrap().received.push(Received {
@@ -171,6 +173,11 @@ async fn handle(State(ctx): State<Ctx>, headers: HeaderMap, body: Bytes) -> Resp
             .status(StatusCode::from_u16(s).unwrap())
             .header("retry-after", secs.to_string())
             .body(Body::from("slow down"))
+            .unwrap(),
+        Reply::Redirect(s, location) => Response::builder()
+            .status(StatusCode::from_u16(s).unwrap())
+            .header("location", location)
+            .body(Body::empty())
             .unwrap(),
         Reply::Die => {
             if let Some(t) = ctx.task.lock().unwrap().take() {
