@@ -18,7 +18,7 @@ use aws_sdk_iam::types::{AssignmentStatusType, EntityType, User};
 use futures::{StreamExt, TryStreamExt};
 
 use super::enrich::{
-    assemble, enrich_user, get_access_key_last_used, list_access_keys, list_mfa_devices,
+    assemble, enrich_user, last_used_if_still_there, list_access_keys, list_mfa_devices,
 };
 use super::report::{self, CredentialReport};
 use super::{AccessKey, CollectError, Group, IamUser, KeyLastUsed, MfaDevice, Tag, millis};
@@ -123,11 +123,9 @@ impl Ctx<'_> {
                         region: s.last_used_region.clone(),
                     }),
                     // Younger than the report: ask for this key alone.
-                    None => match get_access_key_last_used(self.iam, &id).await {
-                        Ok(used) => used,
-                        // Deleted since ListAccessKeys (a rotation): not a key of the user any more.
-                        Err(e) if e.is_no_such_entity() => continue,
-                        Err(e) => return Err(e),
+                    None => match last_used_if_still_there(self.iam, &id).await? {
+                        Some(used) => used,
+                        None => continue,
                     },
                 };
                 access_keys.push(AccessKey {

@@ -47,11 +47,8 @@ pub async fn enrich_user(iam: &Client, user: User) -> Result<Option<IamUser>, Co
     };
     let mut access_keys = Vec::with_capacity(keys.len());
     for (id, status, created) in keys {
-        let last_used = match get_access_key_last_used(iam, &id).await {
-            Ok(used) => used,
-            // Deleted between ListAccessKeys and now (a rotation): it is not a key of the user any more.
-            Err(e) if e.is_no_such_entity() => continue,
-            Err(e) => return Err(e),
+        let Some(last_used) = last_used_if_still_there(iam, &id).await? else {
+            continue;
         };
         access_keys.push(AccessKey {
             id,
@@ -150,6 +147,19 @@ pub async fn list_access_keys(
             Some((id, status, k.create_date().map(millis)))
         })
         .collect())
+}
+
+/// Like [`get_access_key_last_used`], but `None` when the key was deleted since ListAccessKeys listed
+/// it (a rotation): it is not a key of the user any more.
+pub async fn last_used_if_still_there(
+    iam: &Client,
+    key_id: &str,
+) -> Result<Option<Option<KeyLastUsed>>, CollectError> {
+    match get_access_key_last_used(iam, key_id).await {
+        Ok(used) => Ok(Some(used)),
+        Err(e) if e.is_no_such_entity() => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// `None` when the key was never used (IAM answers no date and `N/A` for service and region).

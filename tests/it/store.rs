@@ -429,7 +429,10 @@ async fn a_corrupt_or_unusable_store_is_a_clear_one_line_error() {
         (ws.path("garbage.db"), "not a readable iam-inventory store"),
         (ws.path("a-file/store.db"), "cannot create folder"),
         // A location nobody can write, root included (tests run as root, so file modes prove nothing).
-        (std::path::PathBuf::from("/proc/iam-inventory.db"), "cannot open"),
+        (
+            std::path::PathBuf::from("/proc/iam-inventory.db"),
+            "cannot open",
+        ),
     ];
     for (path, expected) in cases {
         let cfg = ws.config(&format!(
