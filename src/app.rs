@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::sync::Arc;
 
-use crate::cli::{ChangesFormat, Cli, Command};
+use crate::cli::{ChangesFormat, Cli, Command, LogFormat};
 use crate::clock::{now_ms, parse_since, rfc3339};
 use crate::config::Config;
 use crate::pipeline::{RunOptions, RunReport, run_once};
@@ -54,7 +54,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                     writeln!(out, "{}", change_json(c))?;
                 }
             }
-            eprint!("{}", summary(&report));
+            match cli.log_format {
+                LogFormat::Text => eprint!("{}", summary(&report)),
+                // Every stderr line stays a JSON object for log pipelines.
+                LogFormat::Json => log_summary(&report),
+            }
             Ok(report.exit_code())
         }
         Command::Run => crate::daemon::run(config).await,
@@ -140,6 +144,52 @@ pub fn changes_table(rows: &[ChangeRow]) -> String {
         }
     }
     s
+}
+
+/// The run summary as structured log events: one for the run, one per account, one per sink.
+pub fn log_summary(r: &RunReport) {
+    let calls = r.total_calls();
+    tracing::info!(
+        run_id = r.run_id,
+        status = r.status().as_str(),
+        duration_ms = r.finished_ms - r.started_ms,
+        accounts_ok = r.accounts.iter().filter(|a| a.ok).count(),
+        accounts_failed = r.accounts.iter().filter(|a| !a.ok).count(),
+        users = r.accounts.iter().map(|a| a.users).sum::<usize>(),
+        created = r.accounts.iter().map(|a| a.created).sum::<usize>(),
+        updated = r.accounts.iter().map(|a| a.updated).sum::<usize>(),
+        deleted = r.accounts.iter().map(|a| a.deleted).sum::<usize>(),
+        calls = calls.total_attempts(),
+        throttled = calls.total_throttles(),
+        "sync summary"
+    );
+    for a in &r.accounts {
+        tracing::info!(
+            account = %a.account_id,
+            role = a.role_arn.as_deref().unwrap_or("caller"),
+            ok = a.ok,
+            strategy = a.strategy.unwrap_or("-"),
+            error = a.error.as_deref().unwrap_or(""),
+            users = a.users,
+            created = a.created,
+            updated = a.updated,
+            deleted = a.deleted,
+            calls = a.calls.total_attempts(),
+            throttled = a.calls.total_throttles(),
+            "account summary"
+        );
+    }
+    for k in &r.sinks {
+        tracing::info!(
+            sink = %k.name,
+            mode = k.mode,
+            sent = k.sent,
+            acknowledged = k.acknowledged,
+            pending = k.pending,
+            error = k.error.as_deref().unwrap_or(""),
+            "sink summary"
+        );
+    }
 }
 
 /// The run summary printed on stderr after `sync`.

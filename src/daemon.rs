@@ -187,7 +187,7 @@ pub async fn run(config: Config) -> anyhow::Result<i32> {
 }
 
 fn finish(state: &DaemonState, report: &RunReport) {
-    eprint!("{}", crate::app::summary(report));
+    crate::app::log_summary(report);
     lock(&state.metrics).record_run(report);
     let reason = (report.exit_code() != 0).then(|| failure_reason(report));
     *lock(&state.last) = Some(LastRun {

@@ -17,6 +17,8 @@
 //! - [`store`]: SQLite; migrations, one transaction per account, content-hash diff with field-level
 //!   change rows, the change log, per-sink acknowledged state.
 //! - [`deliver`]: HTTP/file/stdout sinks, batching, retries, modes.
+//! - [`daemon`]: `run` — the cron schedule, `/healthz`, `/metrics` ([`metrics`], fed from each run's
+//!   report) and graceful shutdown.
 //! - [`app`] dispatches the CLI ([`cli`]); `main.rs` only parses and sets up [`telemetry`].
 
 pub mod app;

@@ -321,13 +321,16 @@ async fn header_secrets_never_reach_logs_or_the_store_and_rejections_are_not_ret
     }
     let json_logs = ws.run(&cfg, &["--log-format", "json", "sync"], &env).await;
     assert!(!json_logs.stderr.contains("hunter2"));
+    for line in json_logs.stderr.lines() {
+        let event: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| {
+            panic!("--log-format json: a stderr line is not JSON ({e}): {line}")
+        });
+        assert!(event.get("level").is_some(), "{line}");
+    }
     assert!(
-        json_logs
-            .stderr
-            .lines()
-            .filter(|l| l.starts_with('{'))
-            .count()
-            > 0
+        json_logs.stderr.contains("\"sync summary\""),
+        "{}",
+        json_logs.stderr
     );
     let missing = ws.run(&cfg, &["sync"], &[]).await;
     assert_eq!(missing.code, 1);
