@@ -44,7 +44,7 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
-    /// The daemon: syncs on [schedule] cron and serves /healthz and /metrics on [server] listen.
+    /// The daemon: syncs on `[schedule] cron`, serves /healthz and /metrics on `[server] listen`.
     Run,
     /// Prints the change log from the store.
     Changes {
