@@ -178,6 +178,10 @@ pub struct CollectConfig {
     /// IAM calls in flight per account (IAM rate limits are per account).
     #[serde(default = "default_user_concurrency")]
     pub user_concurrency: usize,
+    /// bulk: a credential report older than this (seconds) may predate a user's first access key,
+    /// so every user's keys are listed. IAM regenerates a report older than 4 hours when asked.
+    #[serde(default = "default_report_max_age_secs")]
+    pub report_max_age_secs: u64,
 }
 
 impl Default for CollectConfig {
@@ -186,6 +190,7 @@ impl Default for CollectConfig {
             strategy: Strategy::default(),
             account_concurrency: default_account_concurrency(),
             user_concurrency: default_user_concurrency(),
+            report_max_age_secs: default_report_max_age_secs(),
         }
     }
 }
@@ -338,6 +343,9 @@ fn default_max_attempts() -> u32 {
 }
 fn default_account_concurrency() -> usize {
     4
+}
+fn default_report_max_age_secs() -> u64 {
+    900
 }
 fn default_user_concurrency() -> usize {
     8

@@ -430,9 +430,14 @@ async fn collect_connected(
         };
         let concurrency = config.collect.user_concurrency;
         let (users, vanished) = if bulk {
-            let (users, vanished, fallbacks) = collect_bulk(&acc.iam, users, concurrency)
-                .await
-                .map_err(fail)?;
+            let (users, vanished, fallbacks) = collect_bulk(
+                &acc.iam,
+                users,
+                concurrency,
+                (config.collect.report_max_age_secs as i64).saturating_mul(1000),
+            )
+            .await
+            .map_err(fail)?;
             tracing::debug!(
                 fallbacks,
                 "users collected per user (missing from the credential report or GAAD)"

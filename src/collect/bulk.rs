@@ -38,6 +38,7 @@ pub async fn collect_bulk(
     iam: &Client,
     users: Vec<User>,
     concurrency: usize,
+    report_max_age_ms: i64,
 ) -> Result<(Vec<IamUser>, usize, usize), CollectError> {
     let wanted: std::collections::HashSet<String> =
         users.iter().map(|u| u.arn().to_string()).collect();
@@ -56,7 +57,22 @@ pub async fn collect_bulk(
             .unwrap_or_default(),
         "bulk data fetched"
     );
+    // A report IAM generated for this request is seconds old. One generated earlier (IAM keeps a
+    // report for 4 hours) cannot show a user's first access key created since: then every user's
+    // keys are listed, which keeps "who got a new access key" exact at about one call per user.
+    let age_ms = report
+        .generated_ms
+        .map_or(i64::MAX, |g| crate::clock::now_ms().saturating_sub(g));
+    let list_all_keys = age_ms > report_max_age_ms;
+    if list_all_keys {
+        tracing::info!(
+            report_age_secs = age_ms / 1000,
+            max_age_secs = report_max_age_ms / 1000,
+            "credential report older than collect.report_max_age_secs: listing every user's access keys"
+        );
+    }
     let ctx = Ctx {
+        list_all_keys,
         iam,
         details: &details,
         group_arns: &group_arns,
@@ -77,6 +93,8 @@ pub async fn collect_bulk(
 }
 
 struct Ctx<'a> {
+    /// The report may predate a user's first key: ask ListAccessKeys for every user.
+    list_all_keys: bool,
     iam: &'a Client,
     details: &'a HashMap<String, Detail>,
     group_arns: &'a HashMap<String, String>,
@@ -105,7 +123,7 @@ impl Ctx<'_> {
         };
 
         let mut access_keys = Vec::new();
-        if !row.keys.is_empty() {
+        if self.list_all_keys || !row.keys.is_empty() {
             let keys = match list_access_keys(self.iam, &name).await {
                 Ok(k) => k,
                 Err(e) => return vanished(e),

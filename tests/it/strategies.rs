@@ -80,11 +80,18 @@ async fn bulk_and_per_user_produce_identical_records_and_bulk_makes_far_fewer_ca
         .await;
     }
 
+    // moto's credential report always says it was generated in 2015: with the default
+    // report_max_age_secs bulk treats it as stale and lists every user's keys; with a very large
+    // one it trusts the report's key slots, as it does a report IAM has just generated.
     let mut results = Vec::new();
-    for strategy in ["per-user", "bulk"] {
+    for (strategy, extra) in [
+        ("per-user", ""),
+        ("bulk", "report_max_age_secs = 2000000000\n"),
+        ("bulk", ""),
+    ] {
         let ws = Workspace::new();
         let cfg = ws.config(&format!(
-            "{}[collect]\nstrategy = \"{strategy}\"\n",
+            "{}[collect]\nstrategy = \"{strategy}\"\n{extra}",
             aws_section(&moto.endpoint, "/engineering/")
         ));
         let out = ws.run(&cfg, &["sync"], &[]).await;
@@ -100,8 +107,13 @@ async fn bulk_and_per_user_produce_identical_records_and_bulk_makes_far_fewer_ca
     }
     let (per_user, per_user_calls) = &results[0];
     let (bulk, bulk_calls) = &results[1];
+    let (bulk_stale, bulk_stale_calls) = &results[2];
     assert_eq!(per_user.len(), 35);
     assert_eq!(bulk, per_user, "both strategies give the same records");
+    assert_eq!(
+        bulk_stale, per_user,
+        "a stale report changes the calls, not the records"
+    );
 
     let gina = bulk.iter().find(|r| r["user"]["name"] == "gina").unwrap();
     assert_eq!(gina["user"]["has_mfa"], true);
@@ -119,6 +131,9 @@ async fn bulk_and_per_user_produce_identical_records_and_bulk_makes_far_fewer_ca
     assert_eq!(bulk_calls.get("ListAccessKeys"), Some(&users_with_keys));
     assert_eq!(bulk_calls.get("ListMFADevices"), Some(&1));
     assert_eq!(bulk_calls.get("GetLoginProfile"), None);
+    // A report older than report_max_age_secs: every user's keys are listed (one call per user).
+    assert_eq!(bulk_stale_calls.get("ListAccessKeys"), Some(&35));
+    assert_eq!(bulk_stale_calls.get("GetLoginProfile"), None);
     let per_user_total: u64 = per_user_calls.values().sum();
     assert!(per_user_total >= 5 * 35, "{per_user_calls:?}");
 }
