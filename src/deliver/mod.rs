@@ -87,8 +87,18 @@ async fn deliver_one(
             report.sent += batch.records.len() as u64;
             let outcome = match sink.kind {
                 SinkType::Http => http::send(client, sink, &batch, &mut report).await,
-                SinkType::Stdout => write_stdout(&batch.records),
-                SinkType::File => write_file(sink, &batch.records),
+                SinkType::Stdout | SinkType::File => {
+                    report.requests += 1;
+                    let written = if sink.kind == SinkType::Stdout {
+                        write_stdout(&batch.records)
+                    } else {
+                        write_file(sink, &batch.records)
+                    };
+                    if written.is_err() {
+                        report.failed_requests += 1;
+                    }
+                    written
+                }
             };
             match outcome {
                 Ok(()) => {
