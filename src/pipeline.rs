@@ -390,7 +390,7 @@ async fn record(
                 account_id: e.account_id.clone(),
                 role_arn: e.role_arn.clone(),
                 ok: false,
-                error: Some(e.to_string()),
+                error: Some(e.error.message.clone()),
                 error_code: e.error.code.clone(),
                 users: 0,
                 created: 0,

@@ -1,6 +1,6 @@
 //! One error type for every failed AWS call, phrased for the person who has to fix it.
 
-use aws_sdk_iam::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_iam::error::{ProvideErrorMetadata, SdkError};
 
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
@@ -26,11 +26,14 @@ impl CollectError {
                 let hint = hint_for(code, operation);
                 format!("{code} on {operation}: {text}{hint}")
             }
+            (None, _) if chain(&err).contains("no credentials found") => format!(
+                "{operation}: no AWS credentials found (tried environment variables, profile, web identity, ECS and instance metadata); set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE, or run with an instance or pod role"
+            ),
             (None, SdkError::DispatchFailure(_)) | (None, SdkError::TimeoutError(_)) => format!(
                 "{operation} could not reach AWS: {} (check aws.endpoint_url, network and proxy settings)",
-                DisplayErrorContext(&err)
+                chain(&err)
             ),
-            (None, _) => format!("{operation} failed: {}", DisplayErrorContext(&err)),
+            (None, _) => format!("{operation} failed: {}", chain(&err)),
         };
         CollectError {
             operation,
@@ -61,6 +64,20 @@ fn hint_for(code: &str, operation: &str) -> String {
         }
         _ => String::new(),
     }
+}
+
+/// The error and its sources, each once (the SDK's wrappers often repeat their source's text).
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next: Option<&dyn std::error::Error> = Some(err);
+    while let Some(e) = next {
+        let text = e.to_string();
+        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = e.source();
+    }
+    parts.join(": ")
 }
 
 /// Log lines and summaries are one line each; AWS messages sometimes carry newlines.

@@ -315,3 +315,21 @@ async fn an_unreachable_aws_fails_the_account_and_deletes_nothing() {
     let changes = ws.run(&cfg, &["changes", "--format", "json"], &[]).await;
     assert!(changes.json_lines().iter().all(|c| c["kind"] == "created"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_credentials_are_named_as_such() {
+    let ws = Workspace::new();
+    let cfg = ws.config("[aws]\nendpoint_url = \"http://127.0.0.1:9\"\nmax_attempts = 1\n");
+    let out = ws
+        .command(&cfg, &["sync"], &[])
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = stderr.lines().find(|l| l.contains("FAILED")).unwrap();
+    assert!(line.contains("no AWS credentials found"), "{line}");
+    assert!(line.len() < 400, "one readable line: {line}");
+}
