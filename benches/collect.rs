@@ -164,7 +164,7 @@ async fn main() {
     );
     let per_user = run(&moto, &accounts, "per-user", "").await;
     // moto's report claims to be from 2015: a very large report_max_age_secs makes bulk trust it, as
-    // it trusts a report IAM generates for the sync itself; the default (15 min) treats it as an
+    // it trusts a report IAM generates for the sync itself; the default (60 s) treats it as an
     // older report and lists every user's keys.
     let bulk = run(
         &moto,

@@ -344,8 +344,9 @@ fn default_max_attempts() -> u32 {
 fn default_account_concurrency() -> usize {
     4
 }
+/// A report IAM generates for the sync's own request is a few seconds old when it is read.
 fn default_report_max_age_secs() -> u64 {
-    900
+    60
 }
 fn default_user_concurrency() -> usize {
     8
@@ -747,7 +748,8 @@ fn apply_env_overrides(table: &mut toml::Table, env: &[(String, String)]) -> Res
             "false" => Some(false),
             _ => None,
         };
-        let as_int = raw.parse::<i64>().ok();
+        // Only a value that reads back identically is a number: "00123" stays the string it is.
+        let as_int = raw.parse::<i64>().ok().filter(|i| i.to_string() == *raw);
         let new = match (node.get(last), as_bool, as_int) {
             (Some(toml::Value::String(_)), _, _) => toml::Value::String(raw.clone()),
             (Some(toml::Value::Boolean(_)) | None, Some(b), _) => toml::Value::Boolean(b),
@@ -937,6 +939,18 @@ mod tests {
             c.sinks[0].headers.keys()
         );
         assert_eq!(c.sinks[0].headers["Authorization"].expose(), "Bearer y");
+        let c = load(
+            text,
+            &[("IAM_INVENTORY__AWS__ROLES__0__EXTERNAL_ID", "00123")],
+        )
+        .unwrap();
+        let ext = c.aws.roles[0]
+            .external_id
+            .as_ref()
+            .unwrap()
+            .expose()
+            .to_string();
+        assert_eq!(ext, "00123", "leading zeros kept");
     }
 
     #[test]

@@ -158,12 +158,19 @@ pub async fn run_once(
 
         // 1. Who is who: every target's identity first, in config order, so an account reached twice
         //    (the caller's account also listed as a role) is collected once, always the same way.
-        let connected = connect_all(
+        let connecting = connect_all(
             &base,
             resolve_accounts(&config.aws),
             config.collect.account_concurrency,
-        )
-        .await;
+        );
+        let connected = match options.stop.clone() {
+            Some(mut stop) => tokio::select! {
+                biased;
+                _ = stop.wait_for(|s| *s) => Vec::new(),
+                connected = connecting => connected,
+            },
+            None => connecting.await,
+        };
         let (ready, failed) = dedupe(connected);
         for item in failed {
             record(
@@ -178,14 +185,16 @@ pub async fn run_once(
         }
 
         // 2. Collection runs in its own task, so it goes on while this one writes finished accounts.
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Collected>(1);
+        // Room for every account: a finished collection never waits for the writer, so the others
+        // keep being polled.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Collected>(ready.len().max(1));
         let shared = Arc::new(config.clone());
         let concurrency = config.collect.account_concurrency;
-        let collector = tokio::spawn(
+        let mut collector = AbortOnDrop(tokio::spawn(
             async move {
                 let mut results = futures::stream::iter(ready)
-                    .map(|(acc, counter, started)| {
-                        collect_connected(acc, counter, started, shared.clone())
+                    .map(|(acc, counter, connect_ms)| {
+                        collect_connected(acc, counter, connect_ms, shared.clone())
                     })
                     .buffer_unordered(concurrency);
                 while let Some(item) = results.next().await {
@@ -195,7 +204,7 @@ pub async fn run_once(
                 }
             }
             .instrument(tracing::Span::current()),
-        );
+        ));
         let mut stop_wait = options.stop.clone();
         loop {
             let next = match &mut stop_wait {
@@ -217,8 +226,16 @@ pub async fn run_once(
             )
             .await?;
         }
-        // On a stop, collections still in flight are dropped: nothing of theirs was written.
-        collector.abort();
+        if stopping(&options.stop) {
+            // Collections still in flight are dropped (AbortOnDrop): nothing of theirs was written.
+            drop(collector);
+        } else if let Err(e) = (&mut collector.0).await {
+            // The channel closed because the collector ended; if it panicked, say so rather than
+            // report a run that silently skipped accounts.
+            return Err(StoreError(format!(
+                "internal error: the collection task failed: {e}"
+            )));
+        }
         reports.sort_by(|a, b| a.account_id.cmp(&b.account_id));
         if stopping(&options.stop) {
             tracing::warn!(
@@ -289,8 +306,17 @@ pub fn write_account(
 
 /// One account's collection: its result, its call counts, and how long it took (ms).
 type Collected = (Result<AccountUsers, AccountError>, CallStats, i64);
-/// A connected account, its call counter, and when its collection started.
+/// A connected account, its call counter, and how long connecting took (ms).
 type Ready = (ConnectedAccount, CallCounter, i64);
+
+/// Aborts the task when dropped, so an early return (a store error) stops its AWS calls too.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
 
 /// Connects every target (identity, AssumeRole), `concurrency` at a time, keeping config order.
 async fn connect_all(
@@ -306,7 +332,7 @@ async fn connect_all(
             let result = accounts::connect(base, &target, counter.clone())
                 .instrument(span)
                 .await;
-            (result, counter, started)
+            (result, counter, now_ms() - started)
         })
         .buffered(concurrency)
         .collect()
@@ -324,16 +350,16 @@ fn dedupe(
         .collect();
     let mut seen = std::collections::HashSet::new();
     let (mut ready, mut failed) = (Vec::new(), Vec::new());
-    for (result, counter, started) in connected {
+    for (result, counter, connect_ms) in connected {
         match result {
             Ok(acc) if !seen.insert(acc.account_id.clone()) => {
                 tracing::warn!(account = %acc.account_id, role = acc.role_arn.as_deref().unwrap_or("caller"), "account already reached by an earlier target (the caller's account listed as a role too?); collected once");
             }
-            Ok(acc) => ready.push((acc, counter, started)),
+            Ok(acc) => ready.push((acc, counter, connect_ms)),
             Err(e) if reached.contains(&e.account_id) => {
                 tracing::warn!(account = %e.account_id, error = %e.error, "a second way into an account failed; the account was reached another way");
             }
-            Err(e) => failed.push((Err(e), counter.snapshot(), now_ms() - started)),
+            Err(e) => failed.push((Err(e), counter.snapshot(), connect_ms)),
         }
     }
     (ready, failed)
@@ -410,9 +436,10 @@ async fn record(
 async fn collect_connected(
     acc: ConnectedAccount,
     counter: CallCounter,
-    started: i64,
+    connect_ms: i64,
     config: Arc<Config>,
 ) -> Collected {
+    let started = now_ms();
     let span = tracing::info_span!("account", account = %acc.account_id);
     let result = async {
         let fail = |error| AccountError {
@@ -461,5 +488,5 @@ async fn collect_connected(
     }
     .instrument(span)
     .await;
-    (result, counter.snapshot(), now_ms() - started)
+    (result, counter.snapshot(), connect_ms + now_ms() - started)
 }

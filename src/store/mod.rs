@@ -26,7 +26,8 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ),
 ];
 
-/// Runs left `running` by another host are only declared dead after this long.
+/// Runs left `running` by another host (or where liveness cannot be checked) are declared dead
+/// after this long.
 const FOREIGN_RUN_TIMEOUT_MS: i64 = 24 * 3600 * 1000;
 
 fn hostname() -> String {
@@ -59,8 +60,8 @@ pub enum OpenMode {
     ReadWrite,
     /// Must exist; nothing is written (`export`, `changes`).
     ReadOnly,
-    /// `sync --dry-run`: an existing store is read and every write is rolled back; a missing one is
-    /// replaced by an empty in-memory store.
+    /// `sync --dry-run`: an existing store is opened read-only and nothing is written; a missing one
+    /// is replaced by an empty in-memory store, one of an older schema by a migrated in-memory copy.
     DryRun,
 }
 
@@ -74,7 +75,7 @@ impl Store {
             ))
         };
         let exists = path.exists();
-        let conn = match mode {
+        let mut conn = match mode {
             OpenMode::ReadOnly | OpenMode::DryRun if !exists => {
                 if mode == OpenMode::ReadOnly {
                     return Err(StoreError(format!(
@@ -115,9 +116,21 @@ impl Store {
                 "store {shown} was written by a newer iam-inventory (schema {version}, this build knows {known}); upgrade iam-inventory"
             )));
         }
-        if mode == OpenMode::ReadWrite || (mode == OpenMode::DryRun && !exists) {
-            conn.pragma_update(None, "journal_mode", "WAL")
-                .map_err(|e| err("cannot enable WAL (is the folder writable?)", &e))?;
+        // A dry run against a store of an older schema works on an in-memory copy, migrated there:
+        // the file itself is only read.
+        if mode == OpenMode::DryRun && exists && version < known {
+            let mut copy = Connection::open_in_memory().map_err(|e| err("cannot open", &e))?;
+            rusqlite::backup::Backup::new(&conn, &mut copy)
+                .and_then(|b| b.run_to_completion(1000, Duration::ZERO, None))
+                .map_err(|e| err("cannot read for a dry run", &e))?;
+            conn = copy;
+        }
+        let in_memory = mode == OpenMode::DryRun && (!exists || version < known);
+        if mode == OpenMode::ReadWrite || in_memory {
+            if !in_memory {
+                conn.pragma_update(None, "journal_mode", "WAL")
+                    .map_err(|e| err("cannot enable WAL (is the folder writable?)", &e))?;
+            }
             conn.pragma_update(None, "synchronous", "NORMAL")
                 .map_err(|e| err("cannot configure", &e))?;
             conn.pragma_update(None, "foreign_keys", "ON")
@@ -254,9 +267,12 @@ fn mark_dead_runs(conn: &Connection) -> rusqlite::Result<()> {
         rows.collect::<rusqlite::Result<_>>()?
     };
     for (id, pid, run_host, started) in running {
+        // Without /proc (no host name, no pid check) fall back to the age alone; a pid reused by
+        // an unrelated process is caught by the age too.
+        let too_old = now - started > FOREIGN_RUN_TIMEOUT_MS;
         let dead = match (pid, run_host) {
-            (Some(pid), Some(h)) if h == host => !process_alive(pid),
-            (Some(_), Some(_)) => now - started > FOREIGN_RUN_TIMEOUT_MS,
+            (Some(pid), Some(h)) if !h.is_empty() && h == host => !process_alive(pid) || too_old,
+            (Some(_), Some(_)) => too_old,
             _ => true,
         };
         if dead {

@@ -112,10 +112,15 @@ impl Store {
                 .prepare_cached(
                     "UPDATE snapshot SET account_id = ?2, user_name = ?3, path = ?4, content_hash = ?5,
                        record_hash = ?6, record = ?7, last_seen = ?8, last_run_id = ?9,
-                       last_changed = CASE WHEN content_hash = ?5 THEN last_changed ELSE ?8 END
+                       last_changed = CASE WHEN ?10 THEN ?8 ELSE last_changed END
                      WHERE uid = ?1",
                 )
                 .map_err(e("cannot write the snapshot"))?;
+            let mut rehash_acks = tx
+                .prepare_cached(
+                    "UPDATE sink_acks SET content_hash = ?3 WHERE uid = ?1 AND content_hash = ?2",
+                )
+                .map_err(e("cannot write sink state"))?;
             let mut insert = tx
                 .prepare_cached(
                     "INSERT INTO snapshot (uid, account_id, user_name, path, content_hash, record_hash, record,
@@ -206,6 +211,15 @@ impl Store {
                     }
                     Some((content_hash, _, old_record)) => {
                         let new_content_hash = rec.content_hash();
+                        // Same content hash: only volatile fields (last-used times) moved. Kept fresh in
+                        // the snapshot, but not a change.
+                        let fields = if content_hash == new_content_hash {
+                            Vec::new()
+                        } else {
+                            let old: Value =
+                                serde_json::from_str(&old_record).unwrap_or(Value::Null);
+                            field_changes(&strip_volatile(&old), &strip_volatile(&rec.record))
+                        };
                         if write {
                             rewrite
                                 .execute(params![
@@ -217,19 +231,19 @@ impl Store {
                                     rec.record_hash,
                                     rec.record.to_string(),
                                     w.collected_ms,
-                                    w.run_id
+                                    w.run_id,
+                                    !fields.is_empty()
                                 ])
                                 .map_err(e("cannot write the snapshot"))?;
+                            // The hash moved without any field changing (what counts as volatile
+                            // changed between versions): carry the sinks' acknowledgements over, so
+                            // nothing is re-sent for a change that is not one.
+                            if fields.is_empty() && content_hash != new_content_hash {
+                                rehash_acks
+                                    .execute(params![rec.uid, content_hash, new_content_hash])
+                                    .map_err(e("cannot write sink state"))?;
+                            }
                         }
-                        // Same content hash: only volatile fields (last-used times) moved. Kept fresh in
-                        // the snapshot, but not a change.
-                        let fields = if content_hash == new_content_hash {
-                            Vec::new()
-                        } else {
-                            let old: Value =
-                                serde_json::from_str(&old_record).unwrap_or(Value::Null);
-                            field_changes(&strip_volatile(&old), &strip_volatile(&rec.record))
-                        };
                         if fields.is_empty() {
                             outcome.unchanged += 1;
                         } else {
@@ -325,5 +339,75 @@ impl Store {
             .optional()
             .map_err(|e| self.sql_err("cannot read the snapshot", e))?;
         Ok(row.and_then(|(rec, seen)| serde_json::from_str(&super::with_time(&rec, seen)).ok()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SinkMode;
+    use crate::store::OpenMode;
+    use serde_json::json;
+
+    fn record(tag: &str) -> Value {
+        json!({"time": 1_700_000_000_000_i64, "user": {"uid": "arn:aws:iam::1:user/a", "name": "a",
+            "ldap_person": {"tags": [{"name": "team", "value": tag}]}},
+            "unmapped": {"user": {"path": "/"}}})
+    }
+
+    fn write(store: &Store, rec: Value) -> AccountOutcome {
+        let run_id = store.begin_run(1).unwrap();
+        let w = AccountWrite {
+            run_id,
+            account_id: "1",
+            role_arn: None,
+            path_prefix: "/",
+            collected_ms: 1_700_000_000_000 + run_id,
+            dry_run: false,
+        };
+        store
+            .apply_account(&w, [PreparedRecord::from_record(rec)])
+            .unwrap()
+    }
+
+    /// When what counts as volatile changes between versions, stored hashes move without any field
+    /// changing: that is neither a change-log entry nor a reason to re-send to sinks.
+    #[test]
+    fn a_hash_that_moves_without_a_field_change_keeps_sink_acknowledgements() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db"), OpenMode::ReadWrite).unwrap();
+        assert_eq!(write(&store, record("x")).created, 1);
+        let pending = store
+            .pending("siem", SinkMode::CreateUpdate, "", 10)
+            .unwrap();
+        store
+            .ack("siem", &[(&pending[0].uid, &pending[0].content_hash)], 1)
+            .unwrap();
+        // What an older version stored: another hash for the same content, acknowledged as such.
+        store
+            .lock()
+            .execute_batch(
+                "UPDATE snapshot SET content_hash = 'old', record_hash = 'old';
+                 UPDATE sink_acks SET content_hash = 'old';",
+            )
+            .unwrap();
+        let out = write(&store, record("x"));
+        assert_eq!((out.updated, out.unchanged, out.changes.len()), (0, 1, 0));
+        assert!(
+            store
+                .pending("siem", SinkMode::CreateUpdate, "", 10)
+                .unwrap()
+                .is_empty()
+        );
+        // A real change still is one.
+        let out = write(&store, record("y"));
+        assert_eq!(out.updated, 1);
+        assert_eq!(
+            store
+                .pending("siem", SinkMode::CreateUpdate, "", 10)
+                .unwrap()
+                .len(),
+            1
+        );
     }
 }

@@ -505,6 +505,19 @@ async fn only_runs_whose_process_is_gone_are_marked_interrupted_and_old_stores_m
         export.stderr
     );
 
+    // A dry run works on a migrated in-memory copy and leaves the file at schema 1.
+    let dry = ws.run(&cfg, &["sync", "--dry-run"], &[]).await;
+    assert_eq!(
+        dry.code, 2,
+        "no AWS, but the dry run itself works: {}",
+        dry.stderr
+    );
+    let v1: i64 = rusqlite::Connection::open(ws.store())
+        .unwrap()
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(v1, 1);
+
     let out = ws.run(&cfg, &["sync"], &[]).await;
     assert_eq!(
         out.code, 2,
@@ -532,18 +545,29 @@ async fn only_runs_whose_process_is_gone_are_marked_interrupted_and_old_stores_m
         .trim()
         .to_string();
     let me = i64::from(std::process::id());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
     conn.execute(
-        "INSERT INTO runs (id, started_at, status, pid, host) VALUES (10, 1, 'running', ?1, ?2)",
-        rusqlite::params![me, host],
+        "INSERT INTO runs (id, started_at, status, pid, host) VALUES (10, ?3, 'running', ?1, ?2)",
+        rusqlite::params![me, host, now],
     )
     .unwrap();
     conn.execute(
-        "INSERT INTO runs (id, started_at, status, pid, host) VALUES (11, 1, 'running', ?1, ?2)",
-        rusqlite::params![i64::from(i32::MAX), host],
+        "INSERT INTO runs (id, started_at, status, pid, host) VALUES (11, ?3, 'running', ?1, ?2)",
+        rusqlite::params![i64::from(i32::MAX), host, now],
+    )
+    .unwrap();
+    // A live pid, but a run older than a day: a reused pid, not our run.
+    conn.execute(
+        "INSERT INTO runs (id, started_at, status, pid, host) VALUES (12, 1, 'running', ?1, ?2)",
+        rusqlite::params![me, host],
     )
     .unwrap();
     let out = ws.run(&cfg, &["sync"], &[]).await;
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert_eq!(status(10), "running");
     assert_eq!(status(11), "interrupted");
+    assert_eq!(status(12), "interrupted");
 }
