@@ -125,6 +125,14 @@ async fn run(moto: &Moto, accounts: &[String], strategy: &str, extra: &str) -> F
         .map(|l| {
             let mut v: Value = serde_json::from_str(l).unwrap();
             v.as_object_mut().unwrap().remove("time");
+            // moto stamps a virtual MFA device's EnableDate twice, microseconds apart (device and
+            // user list); compare whole seconds.
+            if let Some(devices) = v["unmapped"]["user"]["mfa_devices"].as_array_mut() {
+                for d in devices {
+                    let ms = d["enabled_time"].as_i64().unwrap_or_default();
+                    d["enabled_time"] = Value::from(ms / 1000);
+                }
+            }
             v
         })
         .collect();
