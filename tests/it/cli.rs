@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use crate::fixtures::{ENGINEERING, aws_section, names, seed_standard};
+use crate::fixtures::{ENGINEERING, aws_section, names, retag, seed_standard};
 use crate::support::cli::{Workspace, last_line};
 use crate::support::moto::Moto;
 use crate::support::schema::assert_valid;
@@ -252,18 +252,7 @@ async fn dry_run_prints_the_diff_and_writes_nothing() {
     );
 
     assert_eq!(ws.run(&cfg, &["sync"], &[]).await.code, 0);
-    iam.tag_user()
-        .user_name("alice")
-        .tags(
-            aws_sdk_iam::types::Tag::builder()
-                .key("team")
-                .value("security")
-                .build()
-                .unwrap(),
-        )
-        .send()
-        .await
-        .unwrap();
+    retag(&iam, "alice", "security").await;
     let before = std::fs::read(ws.store()).unwrap();
     let dry = ws.run(&cfg, &["sync", "--dry-run"], &[]).await;
     assert_eq!(dry.code, 0, "{}", dry.stderr);

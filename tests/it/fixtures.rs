@@ -73,3 +73,43 @@ pub fn names(records: &[serde_json::Value]) -> Vec<String> {
     v.sort();
     v
 }
+
+/// Sets user's `team` tag (a typical IAM change for the tests).
+pub async fn retag(iam: &aws_sdk_iam::Client, user: &str, value: &str) {
+    iam.tag_user()
+        .user_name(user)
+        .tags(
+            aws_sdk_iam::types::Tag::builder()
+                .key("team")
+                .value(value)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+}
+
+/// Records without `time`, sorted by ARN, with MFA enable times in whole seconds: moto stamps a
+/// virtual device's EnableDate twice, microseconds apart (once on the device, which
+/// ListVirtualMFADevices shows, once on the user's device list, which ListMFADevices shows), so two
+/// strategies can see times that straddle a millisecond. AWS stores one time.
+pub fn comparable(records: Vec<serde_json::Value>) -> Vec<serde_json::Value> {
+    let mut out: Vec<serde_json::Value> = records
+        .into_iter()
+        .map(|mut r| {
+            if let Some(o) = r.as_object_mut() {
+                o.remove("time");
+            }
+            if let Some(devices) = r["unmapped"]["user"]["mfa_devices"].as_array_mut() {
+                for d in devices {
+                    let ms = d["enabled_time"].as_i64().unwrap_or_default();
+                    d["enabled_time"] = serde_json::Value::from(ms / 1000);
+                }
+            }
+            r
+        })
+        .collect();
+    out.sort_by_key(|r| r["user"]["uid"].to_string());
+    out
+}

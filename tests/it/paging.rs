@@ -4,41 +4,11 @@
 
 use serde_json::Value;
 
-use crate::fixtures::{aws_section, seed_standard};
+use crate::fixtures::{aws_section, comparable, seed_standard};
 use crate::support::cli::Workspace;
-use crate::support::moto::{Moto, Seed, seed_user};
+use crate::support::moto::{Moto, Seed, add_mfa_named, seed_user};
 use crate::support::proxy::{Proxy, Rules};
 use crate::support::schema::assert_valid;
-
-fn without_time(records: Vec<Value>) -> Vec<Value> {
-    let mut out: Vec<Value> = records
-        .into_iter()
-        .map(|mut r| {
-            r.as_object_mut().unwrap().remove("time");
-            r
-        })
-        .collect();
-    out.sort_by_key(|r| r["user"]["uid"].to_string());
-    out
-}
-
-/// A virtual MFA device named `device`, enabled for `user`.
-async fn add_virtual_mfa(iam: &aws_sdk_iam::Client, user: &str, device: &str) {
-    let dev = iam
-        .create_virtual_mfa_device()
-        .virtual_mfa_device_name(device)
-        .send()
-        .await
-        .expect("virtual mfa");
-    iam.enable_mfa_device()
-        .user_name(user)
-        .serial_number(dev.virtual_mfa_device().unwrap().serial_number())
-        .authentication_code1("123456")
-        .authentication_code2("654321")
-        .send()
-        .await
-        .expect("enable mfa");
-}
 
 /// seed_standard plus enough under /engineering/ that every list the collector pages has more
 /// than 2 items somewhere: 10 users under the prefix; users with 2 tags/groups (exactly one full
@@ -80,7 +50,7 @@ async fn seed(iam: &aws_sdk_iam::Client) {
     )
     .await;
     for d in ["pg-mfa-1", "pg-mfa-2", "pg-mfa-3"] {
-        add_virtual_mfa(iam, "pg-mfa", d).await;
+        add_mfa_named(iam, "pg-mfa", d).await;
     }
     for d in ["spare-1", "spare-2"] {
         iam.create_virtual_mfa_device()
@@ -106,7 +76,7 @@ async fn sync(endpoint: &str, strategy: &str) -> Vec<Value> {
     );
     let records = out.json_lines();
     records.iter().for_each(assert_valid);
-    without_time(records)
+    comparable(records)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,6 @@
 //! HTTP sinks against real receivers on 127.0.0.1: modes, retries, outages, and nothing lost.
 
-use crate::fixtures::{ENGINEERING, aws_section, seed_standard};
+use crate::fixtures::{ENGINEERING, aws_section, retag, seed_standard};
 use crate::support::cli::{Workspace, last_line};
 use crate::support::moto::Moto;
 use crate::support::receiver::{Receiver, Reply};
@@ -31,21 +31,6 @@ fn arns(names: &[&str]) -> Vec<String> {
         .collect();
     v.sort();
     v
-}
-
-async fn retag(iam: &aws_sdk_iam::Client, user: &str, value: &str) {
-    iam.tag_user()
-        .user_name(user)
-        .tags(
-            aws_sdk_iam::types::Tag::builder()
-                .key("team")
-                .value(value)
-                .build()
-                .unwrap(),
-        )
-        .send()
-        .await
-        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

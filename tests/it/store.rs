@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::fixtures::{aws_section, names, seed_standard};
+use crate::fixtures::{aws_section, names, retag, seed_standard};
 use crate::support::cli::{Workspace, last_line};
 use crate::support::moto::{Moto, Seed, role_arn, seed_user};
 use crate::support::proxy::{Proxy, Rules};
@@ -64,18 +64,7 @@ async fn each_iam_change_gives_exactly_the_expected_change_rows() {
         },
     )
     .await;
-    iam.tag_user()
-        .user_name("alice")
-        .tags(
-            aws_sdk_iam::types::Tag::builder()
-                .key("team")
-                .value("security")
-                .build()
-                .unwrap(),
-        )
-        .send()
-        .await
-        .unwrap();
+    retag(&iam, "alice", "security").await;
     let new_key = iam
         .create_access_key()
         .user_name("carol")

@@ -4,32 +4,10 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use crate::fixtures::{aws_section, seed_standard};
+use crate::fixtures::{aws_section, comparable, seed_standard};
 use crate::support::cli::Workspace;
 use crate::support::moto::{Moto, Seed, seed_user};
 use crate::support::schema::assert_valid;
-
-/// Records without `time`, sorted, with MFA enable times in whole seconds: moto stamps a virtual
-/// device's EnableDate twice, microseconds apart (once on the device, which ListVirtualMFADevices
-/// shows, once on the user's device list, which ListMFADevices shows), so the two strategies can
-/// see times that straddle a millisecond. AWS stores one time.
-fn without_time(records: Vec<Value>) -> Vec<Value> {
-    let mut out: Vec<Value> = records
-        .into_iter()
-        .map(|mut r| {
-            r.as_object_mut().unwrap().remove("time");
-            if let Some(devices) = r["unmapped"]["user"]["mfa_devices"].as_array_mut() {
-                for d in devices {
-                    let ms = d["enabled_time"].as_i64().unwrap();
-                    d["enabled_time"] = Value::from(ms / 1000);
-                }
-            }
-            r
-        })
-        .collect();
-    out.sort_by_key(|r| r["user"]["uid"].to_string());
-    out
-}
 
 fn calls_of_last_run(ws: &Workspace) -> BTreeMap<String, u64> {
     let conn = rusqlite::Connection::open(ws.store()).unwrap();
@@ -113,7 +91,7 @@ async fn bulk_and_per_user_produce_identical_records_and_bulk_makes_far_fewer_ca
         );
         let records = out.json_lines();
         records.iter().for_each(assert_valid);
-        results.push((without_time(records), calls_of_last_run(&ws)));
+        results.push((comparable(records), calls_of_last_run(&ws)));
     }
     let (per_user, per_user_calls) = &results[0];
     let (bulk, bulk_calls) = &results[1];

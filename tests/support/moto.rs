@@ -188,10 +188,16 @@ pub async fn seed_user(iam: &aws_sdk_iam::Client, seed: &Seed<'_>) {
     }
 }
 
+/// A virtual MFA device named after the user, enabled for them; returns its serial.
 pub async fn add_mfa(iam: &aws_sdk_iam::Client, user: &str) -> String {
+    add_mfa_named(iam, user, user).await
+}
+
+/// A virtual MFA device named `device`, enabled for `user` (a user may have several); its serial.
+pub async fn add_mfa_named(iam: &aws_sdk_iam::Client, user: &str, device: &str) -> String {
     let dev = iam
         .create_virtual_mfa_device()
-        .virtual_mfa_device_name(user)
+        .virtual_mfa_device_name(device)
         .send()
         .await
         .expect("virtual mfa");
