@@ -103,6 +103,8 @@ pub struct AwsConfig {
     /// Each assumed role is one more account.
     #[serde(default)]
     pub roles: Vec<RoleConfig>,
+    /// Discover accounts from AWS Organizations and assume one role name in each.
+    pub organization: Option<OrganizationConfig>,
     /// SDK attempts per call (first try included). IAM throttles per account; large estates want 10.
     #[serde(default = "default_max_attempts")]
     pub max_attempts: u32,
@@ -119,6 +121,7 @@ impl Default for AwsConfig {
             path_prefix: default_path_prefix(),
             include_caller_account: true,
             roles: Vec::new(),
+            organization: None,
             max_attempts: default_max_attempts(),
             retry_mode: RetryMode::default(),
         }
@@ -144,6 +147,37 @@ pub struct RoleConfig {
     pub session_name: Option<String>,
     /// Session length in seconds (900–43200). The credentials are refreshed before they expire.
     pub duration_seconds: Option<u32>,
+}
+
+/// `[aws.organization]`: every ACTIVE account that Organizations ListAccounts returns (called with
+/// the base credentials: the management account or a delegated administrator) becomes one more
+/// account, reached through `role_name`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrganizationConfig {
+    /// The reader role's name (with its path, if any) in every member account.
+    pub role_name: String,
+    /// The external id the role's trust policy asks for.
+    pub external_id: Option<Secret>,
+    /// STS session name. Default `iam-inventory`.
+    pub session_name: Option<String>,
+    /// Session length in seconds (900–43200).
+    pub duration_seconds: Option<u32>,
+    /// Account ids to leave out.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+}
+
+impl OrganizationConfig {
+    /// The role to assume in `account_id` (`partition` from the organization's ARNs, e.g. `aws`).
+    pub fn role_for(&self, partition: &str, account_id: &str) -> RoleConfig {
+        RoleConfig {
+            arn: format!("arn:{partition}:iam::{account_id}:role/{}", self.role_name),
+            external_id: self.external_id.clone(),
+            session_name: self.session_name.clone(),
+            duration_seconds: self.duration_seconds,
+        }
+    }
 }
 
 impl RoleConfig {
@@ -486,11 +520,40 @@ impl Config {
                 a.max_attempts
             ));
         }
-        if !a.include_caller_account && a.roles.is_empty() {
+        if !a.include_caller_account && a.roles.is_empty() && a.organization.is_none() {
             return Err(
-                "aws.include_caller_account: false with no [[aws.roles]] leaves no account to collect"
+                "aws.include_caller_account: false with no [[aws.roles]] and no [aws.organization] leaves no account to collect"
                     .into(),
             );
+        }
+        if let Some(org) = &a.organization {
+            let name_ok = !org.role_name.is_empty()
+                && org.role_name.len() <= 512
+                && org
+                    .role_name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+=,.@_-/".contains(c))
+                && !org.role_name.starts_with('/');
+            if !name_ok {
+                return Err(format!(
+                    "aws.organization.role_name: {:?} is not a role name (letters, digits and +=,.@_-, optionally a path like team/Reader)",
+                    org.role_name
+                ));
+            }
+            if let Some(bad) = org
+                .exclude
+                .iter()
+                .find(|id| id.len() != 12 || !id.bytes().all(|b| b.is_ascii_digit()))
+            {
+                return Err(format!(
+                    "aws.organization.exclude: {bad:?} is not a 12-digit account id"
+                ));
+            }
+            if let Some(d) = org.duration_seconds.filter(|d| !(900..=43200).contains(d)) {
+                return Err(format!(
+                    "aws.organization.duration_seconds: {d} is out of range (900 to 43200)"
+                ));
+            }
         }
         let mut seen_roles = std::collections::HashSet::new();
         for (i, role) in a.roles.iter().enumerate() {

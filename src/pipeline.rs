@@ -158,11 +158,41 @@ pub async fn run_once(
 
         // 1. Who is who: every target's identity first, in config order, so an account reached twice
         //    (the caller's account also listed as a role) is collected once, always the same way.
-        let connecting = connect_all(
-            &base,
-            resolve_accounts(&config.aws),
-            config.collect.account_concurrency,
-        );
+        let mut targets = resolve_accounts(&config.aws);
+        if let Some(org) = &config.aws.organization {
+            let counter = CallCounter::default();
+            let started = now_ms();
+            match accounts::discover_organization(&base, org, counter.clone()).await {
+                Ok(found) => {
+                    tracing::info!(
+                        accounts = found.len(),
+                        "accounts discovered in the organization"
+                    );
+                    // Explicit [[aws.roles]] win for their accounts.
+                    let explicit: std::collections::HashSet<String> =
+                        targets.iter().map(AccountTarget::label).collect();
+                    targets.extend(found.into_iter().filter(|t| !explicit.contains(&t.label())));
+                }
+                Err(error) => {
+                    let failure = AccountError {
+                        account_id: "organization".into(),
+                        role_arn: None,
+                        error,
+                    };
+                    let item = (Err(failure), counter.snapshot(), now_ms() - started);
+                    record(
+                        store,
+                        run_id,
+                        options.dry_run,
+                        item,
+                        &mut reports,
+                        &mut changes,
+                    )
+                    .await?;
+                }
+            }
+        }
+        let connecting = connect_all(&base, targets, config.collect.account_concurrency);
         let connected = match options.stop.clone() {
             Some(mut stop) => tokio::select! {
                 biased;

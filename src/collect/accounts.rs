@@ -11,7 +11,7 @@ use aws_sdk_iam::config::SharedCredentialsProvider;
 
 use super::calls::CallCounter;
 use super::{AccountError, CollectError};
-use crate::config::{AwsConfig, RetryMode, RoleConfig};
+use crate::config::{AwsConfig, OrganizationConfig, RetryMode, RoleConfig};
 
 const DEFAULT_SESSION_NAME: &str = "iam-inventory";
 
@@ -41,6 +41,50 @@ pub fn resolve_accounts(aws: &AwsConfig) -> Vec<AccountTarget> {
         role: Some(r.clone()),
     }));
     out
+}
+
+/// `[aws.organization]`: every ACTIVE account of the organization (Organizations ListAccounts with
+/// the base credentials), but those in `exclude`, as a role target. The partition of the role ARNs
+/// comes from the organization's own ARNs.
+pub async fn discover_organization(
+    base: &SdkConfig,
+    org: &OrganizationConfig,
+    counter: CallCounter,
+) -> Result<Vec<AccountTarget>, CollectError> {
+    use aws_sdk_organizations::types::{AccountState, AccountStatus};
+    let conf = aws_sdk_organizations::config::Builder::from(base)
+        .interceptor(counter)
+        .build();
+    let client = aws_sdk_organizations::Client::from_conf(conf);
+    let pages: Vec<_> = client
+        .list_accounts()
+        .into_paginator()
+        .send()
+        .try_collect()
+        .await
+        .map_err(|e| CollectError::from_sdk("organizations:ListAccounts", e))?;
+    let mut targets = Vec::new();
+    for a in pages.iter().flat_map(|p| p.accounts()) {
+        let active = match (a.state(), a.status()) {
+            (Some(state), _) => *state == AccountState::Active,
+            (None, Some(status)) => *status == AccountStatus::Active,
+            (None, None) => false,
+        };
+        let Some(id) = a.id().filter(|_| active) else {
+            continue;
+        };
+        if org.exclude.iter().any(|x| x == id) {
+            continue;
+        }
+        let partition = a
+            .arn()
+            .and_then(|arn| arn.split(':').nth(1))
+            .unwrap_or("aws");
+        targets.push(AccountTarget {
+            role: Some(org.role_for(partition, id)),
+        });
+    }
+    Ok(targets)
 }
 
 /// Base SDK config: standard credential chain (env, profile, SSO, IMDS…), region from config, then

@@ -52,6 +52,8 @@ fn hint_for(code: &str, operation: &str) -> String {
         "AccessDenied" | "AccessDeniedException" | "UnauthorizedOperation" => {
             if operation == "sts:AssumeRole" {
                 " (check the role's trust policy allows the base credentials and that external_id matches)".into()
+            } else if operation.starts_with("organizations:") {
+                format!(" (grant {operation} to the base identity, in the management account or a delegated administrator; see deploy/assume-role-policy.json)")
             } else {
                 format!(" (grant {operation} to the reader; see deploy/iam-policy.json)")
             }

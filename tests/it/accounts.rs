@@ -299,3 +299,113 @@ async fn the_callers_account_listed_as_a_role_too_is_collected_once_as_the_calle
         out.stderr
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_are_discovered_from_the_organization() {
+    let moto = Moto::start();
+    seed_user(
+        &moto.iam().await,
+        &Seed {
+            name: "a1",
+            path: "/",
+            ..Default::default()
+        },
+    )
+    .await;
+    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(&moto.endpoint)
+        .credentials_provider(aws_sdk_iam::config::Credentials::new(
+            "testing", "testing", None, None, "t",
+        ))
+        .load()
+        .await;
+    let orgs = aws_sdk_organizations::Client::new(&conf);
+    orgs.create_organization()
+        .feature_set(aws_sdk_organizations::types::OrganizationFeatureSet::All)
+        .send()
+        .await
+        .unwrap();
+    let mut members = Vec::new();
+    for name in ["dev", "prod", "sandbox"] {
+        let out = orgs
+            .create_account()
+            .account_name(name)
+            .email(format!("{name}@example.com"))
+            .send()
+            .await
+            .unwrap();
+        let id = out
+            .create_account_status()
+            .unwrap()
+            .account_id()
+            .unwrap()
+            .to_string();
+        seed_user(
+            &moto.iam_in(&id).await,
+            &Seed {
+                name: &format!("{name}-user"),
+                path: "/",
+                ..Default::default()
+            },
+        )
+        .await;
+        members.push(id);
+    }
+    let proxy = Proxy::start(&moto.endpoint, Rules::default()).await;
+    let ws = Workspace::new();
+    let cfg = ws.config(&format!(
+        "{}[aws.organization]\nrole_name = \"IamInventoryReader\"\nexternal_id = \"org-ext\"\nexclude = [\"{}\"]\n",
+        aws_section(&proxy.endpoint, "/"),
+        members[2]
+    ));
+    let out = ws.run(&cfg, &["sync"], &[]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let records = out.json_lines();
+    assert_eq!(
+        names(&records),
+        ["a1", "dev-user", "prod-user"],
+        "sandbox is excluded"
+    );
+    for r in &records {
+        let name = r["user"]["name"].as_str().unwrap();
+        if name == "a1" {
+            assert!(r["unmapped"]["source"].get("assumed_role_arn").is_none());
+            continue;
+        }
+        let id = &members[usize::from(name == "prod-user")];
+        assert_eq!(r["user"]["account"]["uid"], id.as_str());
+        assert_eq!(r["unmapped"]["source"]["assumed_role_arn"], role_arn(id));
+    }
+    // The management account (the caller's) is listed by Organizations too: collected once, as the caller.
+    assert!(
+        out.stderr.contains("accounts ok 3, failed 0"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(proxy.calls().get("ListUsers"), Some(&3));
+
+    // Discovery refused: reported as its own failure, the caller's account goes on, nothing deleted.
+    proxy.set_rules(Rules {
+        deny_json_target: Some("ListAccounts".into()),
+        ..Default::default()
+    });
+    let out = ws.run(&cfg, &["sync"], &[]).await;
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    let line = out
+        .stderr
+        .lines()
+        .find(|l| l.contains("account organization"))
+        .unwrap();
+    assert!(
+        line.contains("FAILED")
+            && line.contains("AccessDeniedException on organizations:ListAccounts"),
+        "{line}"
+    );
+    assert!(line.contains("grant organizations:ListAccounts"), "{line}");
+    assert_eq!(
+        ws.run(&cfg, &["export"], &[]).await.json_lines().len(),
+        3,
+        "nothing deleted"
+    );
+}

@@ -23,6 +23,9 @@ pub struct Rules {
     /// Like IAM itself: a token bucket of this many IAM calls per second (burst of the same size);
     /// calls beyond it are answered with 400 Throttling.
     pub rate_limit: Option<f64>,
+    /// JSON-protocol calls whose `X-Amz-Target` ends with this (e.g. `ListAccounts` of AWS
+    /// Organizations) are answered with 400 `AccessDeniedException`.
+    pub deny_json_target: Option<String>,
     /// Serve the paged IAM list calls ([`PAGED`]) at most this many items a page, with IAM's
     /// `IsTruncated`/`Marker`, the way IAM may (it can return fewer than MaxItems). See [`page`].
     pub page_size: Option<usize>,
@@ -144,7 +147,40 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let action = form_value(&body, "Action").unwrap_or_else(|| "unknown".into());
+    let target = headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let action = form_value(&body, "Action")
+        .or_else(|| {
+            target
+                .as_ref()
+                .and_then(|t| t.rsplit('.').next())
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let denied_target = {
+        let g = ctx.inner.lock().unwrap();
+        g.rules
+            .deny_json_target
+            .as_ref()
+            .is_some_and(|t| target.as_deref().is_some_and(|x| x.ends_with(t.as_str())))
+    };
+    if denied_target {
+        *ctx.inner
+            .lock()
+            .unwrap()
+            .calls
+            .entry(action.clone())
+            .or_default() += 1;
+        return Response::builder()
+            .status(StatusCode::BAD_REQUEST)
+            .header("content-type", "application/x-amz-json-1.1")
+            .body(Body::from(format!(
+                "{{\"__type\":\"AccessDeniedException\",\"Message\":\"You don't have permissions to access this resource ({action}).\"}}"
+            )))
+            .unwrap();
+    }
     let is_sts = matches!(action.as_str(), "AssumeRole" | "GetCallerIdentity");
     let (deny, throttle, delay, page_size) = {
         let mut g = ctx.inner.lock().unwrap();
