@@ -42,9 +42,6 @@ impl<'de> Deserialize<'de> for Secret {
 }
 
 impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
     /// The real value, for the one place that needs it (an HTTP header, an STS call).
     pub fn expose(&self) -> &str {
         &self.0

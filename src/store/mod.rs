@@ -151,10 +151,6 @@ impl Store {
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     pub(crate) fn lock(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave SQLite inconsistent (transactions roll back on
         // drop), so a poisoned lock is safe to reuse.
@@ -212,13 +208,6 @@ impl Store {
             )
             .map_err(|e| self.sql_err("cannot record the account", e))?;
         Ok(())
-    }
-
-    /// Users in the snapshot, all accounts.
-    pub fn user_count(&self) -> Result<i64> {
-        self.lock()
-            .query_row("SELECT COUNT(*) FROM snapshot", [], |r| r.get(0))
-            .map_err(|e| self.sql_err("cannot read the snapshot", e))
     }
 
     /// Writes the snapshot as OCSF NDJSON, one record per line, ordered by account then ARN.

@@ -326,20 +326,6 @@ impl Store {
         }
         Ok(outcome)
     }
-
-    /// The stored record of one user (with `time`), if any.
-    pub fn record(&self, uid: &str) -> Result<Option<Value>> {
-        let conn = self.lock();
-        let row: Option<(String, i64)> = conn
-            .query_row(
-                "SELECT record, last_seen FROM snapshot WHERE uid = ?1",
-                params![uid],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()
-            .map_err(|e| self.sql_err("cannot read the snapshot", e))?;
-        Ok(row.and_then(|(rec, seen)| serde_json::from_str(&super::with_time(&rec, seen)).ok()))
-    }
 }
 
 #[cfg(test)]
