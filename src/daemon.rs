@@ -81,57 +81,12 @@ pub async fn run(config: Config) -> anyhow::Result<i32> {
 
     let config = Arc::new(config);
     let gate = Arc::new(Mutex::new(()));
-    let trigger = {
-        let (config, store, state, gate, stop_rx) = (
-            config.clone(),
-            store.clone(),
-            state.clone(),
-            gate.clone(),
-            stop_rx.clone(),
-        );
-        move |reason: &'static str| {
-            let (config, store, state, gate, stop_rx) = (
-                config.clone(),
-                store.clone(),
-                state.clone(),
-                gate.clone(),
-                stop_rx.clone(),
-            );
-            async move {
-                if *stop_rx.borrow() {
-                    return;
-                }
-                // Never two syncs at once: a tick that finds one running is skipped.
-                let Ok(_guard) = gate.try_lock() else {
-                    tracing::warn!(
-                        reason,
-                        "schedule tick skipped: the previous sync is still running"
-                    );
-                    lock(&state.metrics).record_skipped_tick();
-                    return;
-                };
-                state.running.store(true, Ordering::SeqCst);
-                let started = now_ms();
-                let options = RunOptions {
-                    dry_run: false,
-                    stop: Some(stop_rx),
-                };
-                match run_once(&config, &store, options).await {
-                    Ok((report, _)) => finish(&state, &report),
-                    Err(e) => {
-                        tracing::error!(error = %e, "sync failed");
-                        lock(&state.metrics).record_fatal(started, now_ms());
-                        *lock(&state.last) = Some(LastRun {
-                            started_ms: started,
-                            finished_ms: now_ms(),
-                            ok: false,
-                            reason: Some(e.to_string()),
-                        });
-                    }
-                }
-                state.running.store(false, Ordering::SeqCst);
-            }
-        }
+    let trigger = Syncer {
+        config: config.clone(),
+        store: store.clone(),
+        state: state.clone(),
+        gate: gate.clone(),
+        stop: stop_rx.clone(),
     };
 
     let mut scheduler = JobScheduler::new()
@@ -142,7 +97,7 @@ pub async fn run(config: Config) -> anyhow::Result<i32> {
         let tick = tick.clone();
         Box::pin(async move {
             // Detached, so the scheduler keeps ticking (and can report skipped ticks) while a sync runs.
-            tokio::spawn(tick("schedule"));
+            tokio::spawn(tick.sync("schedule"));
         })
     })
     .map_err(|e| {
@@ -161,7 +116,7 @@ pub async fn run(config: Config) -> anyhow::Result<i32> {
         .context("cannot start the scheduler")?;
     tracing::info!(cron = %config.schedule.cron, next = %next_tick(&state.cron, now_ms()).map(rfc3339).unwrap_or_default(), "scheduler started");
     if config.schedule.run_on_start {
-        tokio::spawn(trigger("start"));
+        tokio::spawn(trigger.sync("start"));
     }
 
     wait_for_signal().await;
@@ -184,6 +139,55 @@ pub async fn run(config: Config) -> anyhow::Result<i32> {
     }
     tracing::info!("stopped");
     Ok(0)
+}
+
+/// Everything one scheduled sync needs; cloned into each tick.
+#[derive(Clone)]
+struct Syncer {
+    config: Arc<Config>,
+    store: Arc<Store>,
+    state: Arc<DaemonState>,
+    /// Held while a sync runs: never two at once.
+    gate: Arc<Mutex<()>>,
+    stop: watch::Receiver<bool>,
+}
+
+impl Syncer {
+    async fn sync(self, reason: &'static str) {
+        if *self.stop.borrow() {
+            return;
+        }
+        // Never two syncs at once: a tick that finds one running is skipped.
+        let Ok(_guard) = self.gate.try_lock() else {
+            tracing::warn!(
+                reason,
+                "schedule tick skipped: the previous sync is still running"
+            );
+            lock(&self.state.metrics).record_skipped_tick();
+            return;
+        };
+        let state = &self.state;
+        state.running.store(true, Ordering::SeqCst);
+        let started = now_ms();
+        let options = RunOptions {
+            dry_run: false,
+            stop: Some(self.stop.clone()),
+        };
+        match run_once(&self.config, &self.store, options).await {
+            Ok((report, _)) => finish(state, &report),
+            Err(e) => {
+                tracing::error!(error = %e, "sync failed");
+                lock(&state.metrics).record_fatal(started, now_ms());
+                *lock(&state.last) = Some(LastRun {
+                    started_ms: started,
+                    finished_ms: now_ms(),
+                    ok: false,
+                    reason: Some(e.to_string()),
+                });
+            }
+        }
+        state.running.store(false, Ordering::SeqCst);
+    }
 }
 
 fn finish(state: &DaemonState, report: &RunReport) {

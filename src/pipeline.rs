@@ -159,6 +159,7 @@ pub async fn run_once(
         // 1. Who is who: every target's identity first, in config order, so an account reached twice
         //    (the caller's account also listed as a role) is collected once, always the same way.
         let mut targets = resolve_accounts(&config.aws);
+        let mut discovery_failure: Option<Collected> = None;
         if let Some(org) = &config.aws.organization {
             let counter = CallCounter::default();
             let started = now_ms();
@@ -179,16 +180,8 @@ pub async fn run_once(
                         role_arn: None,
                         error,
                     };
-                    let item = (Err(failure), counter.snapshot(), now_ms() - started);
-                    record(
-                        store,
-                        run_id,
-                        options.dry_run,
-                        item,
-                        &mut reports,
-                        &mut changes,
-                    )
-                    .await?;
+                    discovery_failure =
+                        Some((Err(failure), counter.snapshot(), now_ms() - started));
                 }
             }
         }
@@ -202,7 +195,7 @@ pub async fn run_once(
             None => connecting.await,
         };
         let (ready, failed) = dedupe(connected);
-        for item in failed {
+        for item in discovery_failure.into_iter().chain(failed) {
             record(
                 store,
                 run_id,
