@@ -113,3 +113,30 @@ pub fn comparable(records: Vec<serde_json::Value>) -> Vec<serde_json::Value> {
     out.sort_by_key(|r| r["user"]["uid"].to_string());
     out
 }
+
+/// One `sync` of the accounts behind `endpoint` under /engineering/ with a collection strategy (and
+/// more `[collect]` keys in `extra`): asserts it succeeded with that strategy and that every record
+/// passes the strict schema; returns the workspace (its store) and the records, [`comparable`].
+pub async fn sync_with_strategy(
+    endpoint: &str,
+    strategy: &str,
+    extra: &str,
+) -> (crate::support::cli::Workspace, Vec<serde_json::Value>) {
+    let ws = crate::support::cli::Workspace::new();
+    let cfg = ws.config(&format!(
+        "{}[collect]\nstrategy = \"{strategy}\"\n{extra}",
+        aws_section(endpoint, "/engineering/")
+    ));
+    let out = ws.run(&cfg, &["sync"], &[]).await;
+    assert_eq!(out.code, 0, "{strategy} via {endpoint}: {}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!("ok ({strategy})")),
+        "{}",
+        out.stderr
+    );
+    let records = out.json_lines();
+    records
+        .iter()
+        .for_each(crate::support::schema::assert_valid);
+    (ws, comparable(records))
+}

@@ -2,13 +2,9 @@
 //! (and 1) items with IAM's IsTruncated/Marker. Every paged list must be followed to the end: the
 //! records through the paging proxy equal the records straight from moto.
 
-use serde_json::Value;
-
-use crate::fixtures::{aws_section, comparable, seed_standard};
-use crate::support::cli::Workspace;
+use crate::fixtures::{seed_standard, sync_with_strategy};
 use crate::support::moto::{Moto, Seed, add_mfa_named, seed_user};
 use crate::support::proxy::{Proxy, Rules};
-use crate::support::schema::assert_valid;
 
 /// seed_standard plus enough under /engineering/ that every list the collector pages has more
 /// than 2 items somewhere: 10 users under the prefix; users with 2 tags/groups (exactly one full
@@ -61,31 +57,13 @@ async fn seed(iam: &aws_sdk_iam::Client) {
     }
 }
 
-async fn sync(endpoint: &str, strategy: &str) -> Vec<Value> {
-    let ws = Workspace::new();
-    let cfg = ws.config(&format!(
-        "{}[collect]\nstrategy = \"{strategy}\"\n",
-        aws_section(endpoint, "/engineering/")
-    ));
-    let out = ws.run(&cfg, &["sync"], &[]).await;
-    assert_eq!(out.code, 0, "{strategy} via {endpoint}: {}", out.stderr);
-    assert!(
-        out.stderr.contains(&format!("ok ({strategy})")),
-        "{}",
-        out.stderr
-    );
-    let records = out.json_lines();
-    records.iter().for_each(assert_valid);
-    comparable(records)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paging_proxy_every_paged_list_is_followed_to_the_end() {
     let moto = Moto::start();
     seed(&moto.iam().await).await;
 
     for strategy in ["per-user", "bulk"] {
-        let clean = sync(&moto.endpoint, strategy).await;
+        let (_, clean) = sync_with_strategy(&moto.endpoint, strategy, "").await;
         assert_eq!(clean.len(), 10, "{strategy}");
         let pg_mfa = clean
             .iter()
@@ -108,7 +86,7 @@ async fn paging_proxy_every_paged_list_is_followed_to_the_end() {
                 },
             )
             .await;
-            let paged = sync(&proxy.endpoint, strategy).await;
+            let (_, paged) = sync_with_strategy(&proxy.endpoint, strategy, "").await;
             let (pages, followed) = (proxy.pages(), proxy.followed());
             eprintln!("{strategy}, page size {page_size}: pages {pages:?}, followed {followed:?}");
             assert_eq!(

@@ -4,10 +4,9 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use crate::fixtures::{aws_section, comparable, seed_standard};
+use crate::fixtures::{aws_section, seed_standard, sync_with_strategy};
 use crate::support::cli::Workspace;
 use crate::support::moto::{Moto, Seed, seed_user};
-use crate::support::schema::assert_valid;
 
 fn calls_of_last_run(ws: &Workspace) -> BTreeMap<String, u64> {
     let conn = rusqlite::Connection::open(ws.store()).unwrap();
@@ -77,21 +76,8 @@ async fn bulk_and_per_user_produce_identical_records_and_bulk_makes_far_fewer_ca
         ("bulk", "report_max_age_secs = 2000000000\n"),
         ("bulk", ""),
     ] {
-        let ws = Workspace::new();
-        let cfg = ws.config(&format!(
-            "{}[collect]\nstrategy = \"{strategy}\"\n{extra}",
-            aws_section(&moto.endpoint, "/engineering/")
-        ));
-        let out = ws.run(&cfg, &["sync"], &[]).await;
-        assert_eq!(out.code, 0, "{strategy}: {}", out.stderr);
-        assert!(
-            out.stderr.contains(&format!("ok ({strategy})")),
-            "{}",
-            out.stderr
-        );
-        let records = out.json_lines();
-        records.iter().for_each(assert_valid);
-        results.push((comparable(records), calls_of_last_run(&ws)));
+        let (ws, records) = sync_with_strategy(&moto.endpoint, strategy, extra).await;
+        results.push((records, calls_of_last_run(&ws)));
     }
     let (per_user, per_user_calls) = &results[0];
     let (bulk, bulk_calls) = &results[1];
