@@ -60,7 +60,8 @@ async fn main() {
     )
     .unwrap();
     let (url, count) = receiver().await;
-    let client = iam_inventory::deliver::http::client();
+    let client = iam_inventory::deliver::client();
+    let bare = client.clone().expect("an HTTP client");
     println!(
         "delivery benchmark: {n} records to a local receiver ({})",
         common::machine()
@@ -84,8 +85,7 @@ async fn main() {
         .collect();
     let started = Instant::now();
     for b in bodies {
-        client
-            .post(&url)
+        bare.post(&url)
             .body(b)
             .send()
             .await

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use crate::cli::{ChangesFormat, Cli, Command, LogFormat};
 use crate::clock::{now_ms, parse_since, rfc3339};
 use crate::config::Config;
-use crate::pipeline::{RunOptions, RunReport, run_once};
+use crate::pipeline::{RunOptions, run_once};
 use crate::store::{ChangeFilter, ChangeRow, OpenMode, Store};
+use crate::summary::{log_summary, summary};
 
 /// Exit code for fatal errors: bad config, unusable store.
 pub const EXIT_FATAL: i32 = 1;
@@ -16,6 +17,8 @@ pub const EXIT_FATAL: i32 = 1;
 pub async fn run(cli: Cli) -> i32 {
     match dispatch(cli).await {
         Ok(code) => code,
+        // `export | head`: the reader has what it wanted; stopping is not an error.
+        Err(e) if is_broken_pipe(&e) => 0,
         Err(e) => {
             eprintln!("iam-inventory: {e}");
             EXIT_FATAL
@@ -23,11 +26,20 @@ pub async fn run(cli: Cli) -> i32 {
     }
 }
 
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
 async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     let config = Config::load(&cli.config)?;
     match cli.command {
         Command::CheckConfig => {
-            print!("{}", config.to_redacted_toml());
+            let mut out = std::io::stdout().lock();
+            out.write_all(config.to_redacted_toml().as_bytes())?;
+            out.flush()?;
             eprintln!("config {} is valid", cli.config.display());
             Ok(0)
         }
@@ -38,15 +50,25 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 OpenMode::ReadWrite
             };
             let store = Arc::new(Store::open(&config.store.path, mode)?);
-            let (report, changes) = run_once(
+            // SIGINT/SIGTERM stop the sync at its next safe point, as in the daemon: the run is
+            // recorded as interrupted and the rest is left for the next sync.
+            let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+            let signals = tokio::spawn(async move {
+                crate::daemon::wait_for_signal().await;
+                tracing::warn!("signal received: stopping at the next safe point");
+                let _ = stop_tx.send(true);
+            });
+            let result = run_once(
                 &config,
                 &store,
                 RunOptions {
                     dry_run,
-                    stop: None,
+                    stop: Some(stop_rx),
                 },
             )
-            .await?;
+            .await;
+            signals.abort();
+            let (report, changes) = result?;
             if dry_run {
                 let stdout = std::io::stdout();
                 let mut out = stdout.lock();
@@ -142,113 +164,6 @@ pub fn changes_table(rows: &[ChangeRow]) -> String {
             s.push_str(&line);
             s.push('\n');
         }
-    }
-    s
-}
-
-/// The run summary as structured log events: one for the run, one per account, one per sink.
-pub fn log_summary(r: &RunReport) {
-    let calls = r.total_calls();
-    tracing::info!(
-        run_id = r.run_id,
-        status = r.status().as_str(),
-        duration_ms = r.finished_ms - r.started_ms,
-        accounts_ok = r.accounts.iter().filter(|a| a.ok).count(),
-        accounts_failed = r.accounts.iter().filter(|a| !a.ok).count(),
-        users = r.accounts.iter().map(|a| a.users).sum::<usize>(),
-        created = r.accounts.iter().map(|a| a.created).sum::<usize>(),
-        updated = r.accounts.iter().map(|a| a.updated).sum::<usize>(),
-        deleted = r.accounts.iter().map(|a| a.deleted).sum::<usize>(),
-        calls = calls.total_attempts(),
-        throttled = calls.total_throttles(),
-        "sync summary"
-    );
-    for a in &r.accounts {
-        tracing::info!(
-            account = %a.account_id,
-            role = a.role_arn.as_deref().unwrap_or("caller"),
-            ok = a.ok,
-            strategy = a.strategy.unwrap_or("-"),
-            error = a.error.as_deref().unwrap_or(""),
-            users = a.users,
-            created = a.created,
-            updated = a.updated,
-            deleted = a.deleted,
-            calls = a.calls.total_attempts(),
-            throttled = a.calls.total_throttles(),
-            "account summary"
-        );
-    }
-    for k in &r.sinks {
-        tracing::info!(
-            sink = %k.name,
-            mode = k.mode,
-            sent = k.sent,
-            acknowledged = k.acknowledged,
-            pending = k.pending,
-            error = k.error.as_deref().unwrap_or(""),
-            "sink summary"
-        );
-    }
-}
-
-/// The run summary printed on stderr after `sync`.
-pub fn summary(r: &RunReport) -> String {
-    let mut s = String::new();
-    let ok = r.accounts.iter().filter(|a| a.ok).count();
-    let failed = r.accounts.len() - ok;
-    let users: usize = r.accounts.iter().map(|a| a.users).sum();
-    let created: usize = r.accounts.iter().map(|a| a.created).sum();
-    let updated: usize = r.accounts.iter().map(|a| a.updated).sum();
-    let deleted: usize = r.accounts.iter().map(|a| a.deleted).sum();
-    let calls = r.total_calls();
-    let head = match (r.dry_run, r.run_id) {
-        (true, _) => "dry run (nothing written, nothing sent)".to_string(),
-        (false, Some(id)) => format!("sync run {id}"),
-        (false, None) => "sync".to_string(),
-    };
-    s.push_str(&format!(
-        "{head}: {} in {:.1}s — accounts ok {ok}, failed {failed}; users {users}; created {created}, updated {updated}, deleted {deleted}; IAM/STS calls {} (throttled {})\n",
-        r.status().as_str(),
-        (r.finished_ms - r.started_ms) as f64 / 1000.0,
-        calls.total_attempts(),
-        calls.total_throttles(),
-    ));
-    for a in &r.accounts {
-        let via = a.role_arn.as_deref().unwrap_or("caller");
-        if a.ok {
-            s.push_str(&format!(
-                "  account {} ({via}): ok ({}), users {}, created {}, updated {}, deleted {}, calls {} (throttled {})\n",
-                a.account_id,
-                a.strategy.unwrap_or("-"),
-                a.users,
-                a.created,
-                a.updated,
-                a.deleted,
-                a.calls.total_attempts(),
-                a.calls.total_throttles()
-            ));
-        } else {
-            s.push_str(&format!(
-                "  account {} ({via}): FAILED: {}\n",
-                a.account_id,
-                a.error.as_deref().unwrap_or("unknown error")
-            ));
-        }
-    }
-    for k in &r.sinks {
-        s.push_str(&format!(
-            "  sink {} ({}): sent {}, acknowledged {}, pending {}{}\n",
-            k.name,
-            k.mode,
-            k.sent,
-            k.acknowledged,
-            k.pending,
-            k.error
-                .as_deref()
-                .map(|e| format!(", last error: {e}"))
-                .unwrap_or_default()
-        ));
     }
     s
 }

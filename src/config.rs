@@ -136,7 +136,7 @@ pub enum RetryMode {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RoleConfig {
-    /// `arn:aws:iam::<account>:role/<name>`.
+    /// `arn:<partition>:iam::<account>:role/<name>` (any partition: aws, aws-cn, aws-us-gov…).
     pub arn: String,
     /// The external id the role's trust policy asks for.
     pub external_id: Option<Secret>,
@@ -213,6 +213,14 @@ pub struct CollectConfig {
     /// so every user's keys are listed. IAM regenerates a report older than 4 hours when asked.
     #[serde(default = "default_report_max_age_secs")]
     pub report_max_age_secs: u64,
+    /// bulk: how long to wait for IAM to generate the credential report (seconds). In `auto` a
+    /// report not ready in time falls back to per-user calls for that account; in `bulk` it fails it.
+    #[serde(default = "default_report_wait_secs")]
+    pub report_wait_secs: u64,
+    /// auto: per-user calls up to this many users under the prefix (≈5 calls each, exact and
+    /// fresh), bulk above it (a handful of account-wide calls plus about one per user).
+    #[serde(default = "default_bulk_threshold")]
+    pub bulk_threshold: usize,
 }
 
 impl Default for CollectConfig {
@@ -222,6 +230,8 @@ impl Default for CollectConfig {
             account_concurrency: default_account_concurrency(),
             user_concurrency: default_user_concurrency(),
             report_max_age_secs: default_report_max_age_secs(),
+            report_wait_secs: default_report_wait_secs(),
+            bulk_threshold: default_bulk_threshold(),
         }
     }
 }
@@ -232,12 +242,17 @@ pub struct StoreConfig {
     /// SQLite file; created with its migrations, parent folder included.
     #[serde(default = "default_store_path")]
     pub path: PathBuf,
+    /// How long a sync waits for another process's sync on the same store (seconds) before it
+    /// gives up with "store in use".
+    #[serde(default = "default_lock_wait_secs")]
+    pub lock_wait_secs: u64,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             path: default_store_path(),
+            lock_wait_secs: default_lock_wait_secs(),
         }
     }
 }
@@ -377,6 +392,15 @@ fn default_account_concurrency() -> usize {
 }
 /// A report IAM generates for the sync's own request is a few seconds old when it is read.
 fn default_report_max_age_secs() -> u64 {
+    60
+}
+fn default_report_wait_secs() -> u64 {
+    120
+}
+fn default_bulk_threshold() -> usize {
+    100
+}
+fn default_lock_wait_secs() -> u64 {
     60
 }
 fn default_user_concurrency() -> usize {
@@ -557,7 +581,7 @@ impl Config {
             let key = format!("aws.roles[{i}]");
             if !is_role_arn(&role.arn) {
                 return Err(format!(
-                    "{key}.arn: {:?} is not a role ARN (expected arn:aws:iam::<12-digit account>:role/<name>)",
+                    "{key}.arn: {:?} is not a role ARN (expected arn:<partition>:iam::<12-digit account>:role/<name>, partition aws, aws-cn, aws-us-gov…)",
                     role.arn
                 ));
             }
@@ -594,6 +618,18 @@ impl Config {
             return Err(format!(
                 "collect.user_concurrency: {} is out of range (1 to 64)",
                 c.user_concurrency
+            ));
+        }
+        if !(1..=3600).contains(&c.report_wait_secs) {
+            return Err(format!(
+                "collect.report_wait_secs: {} is out of range (1 to 3600)",
+                c.report_wait_secs
+            ));
+        }
+        if self.store.lock_wait_secs > 86_400 {
+            return Err(format!(
+                "store.lock_wait_secs: {} is out of range (0 to 86400)",
+                self.store.lock_wait_secs
             ));
         }
         if self.store.path.as_os_str().is_empty() {
@@ -712,6 +748,13 @@ impl Config {
     }
 }
 
+impl SinkConfig {
+    /// Every secret value this sink holds, to scrub from anything shown (answers that echo them).
+    pub fn secret_values(&self) -> Vec<&str> {
+        self.headers.values().map(Secret::expose).collect()
+    }
+}
+
 fn check_http_url(raw: &str) -> Result<(), String> {
     let url = reqwest::Url::parse(raw)
         .map_err(|e| format!("{:?} is not a valid URL ({e})", redact_url(raw)))?;
@@ -724,11 +767,23 @@ fn check_http_url(raw: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The AWS partitions (the second field of an ARN).
+pub const PARTITIONS: &[&str] = &[
+    "aws",
+    "aws-cn",
+    "aws-us-gov",
+    "aws-iso",
+    "aws-iso-b",
+    "aws-iso-e",
+    "aws-iso-f",
+    "aws-eusc",
+];
+
 fn is_role_arn(arn: &str) -> bool {
     let parts: Vec<&str> = arn.splitn(6, ':').collect();
     parts.len() == 6
         && parts[0] == "arn"
-        && parts[1].starts_with("aws")
+        && PARTITIONS.contains(&parts[1])
         && parts[2] == "iam"
         && parts[3].is_empty()
         && parts[4].len() == 12
@@ -1069,5 +1124,19 @@ mod tests {
             let e = load(text, &[]).unwrap_err();
             assert!(e.starts_with(&format!("test.toml: {key}")), "{text} -> {e}");
         }
+    }
+
+    #[test]
+    fn role_arns_of_every_partition_are_accepted_and_made_up_ones_are_not() {
+        for p in ["aws", "aws-cn", "aws-us-gov", "aws-iso-b"] {
+            let text = format!("[[aws.roles]]\narn='arn:{p}:iam::222222222222:role/R'\n");
+            load(&text, &[]).unwrap_or_else(|e| panic!("{p}: {e}"));
+        }
+        let e = load(
+            "[[aws.roles]]\narn='arn:awsx:iam::222222222222:role/R'\n",
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.contains("aws.roles[0].arn"), "{e}");
     }
 }

@@ -191,7 +191,7 @@ impl Syncer {
 }
 
 fn finish(state: &DaemonState, report: &RunReport) {
-    crate::app::log_summary(report);
+    crate::summary::log_summary(report);
     lock(&state.metrics).record_run(report);
     let reason = (report.exit_code() != 0).then(|| failure_reason(report));
     *lock(&state.last) = Some(LastRun {
@@ -320,7 +320,8 @@ async fn metrics(State(state): State<Arc<DaemonState>>) -> Response {
         .into_response()
 }
 
-async fn wait_for_signal() {
+/// Resolves on SIGINT or SIGTERM.
+pub async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

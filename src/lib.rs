@@ -32,5 +32,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod schedule;
 pub mod store;
+pub mod summary;
 pub mod telemetry;
+pub mod text;
 pub mod transform;

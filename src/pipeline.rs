@@ -10,7 +10,7 @@ use tracing::Instrument;
 
 use crate::clock::now_ms;
 use crate::collect::accounts::ConnectedAccount;
-use crate::collect::bulk::{AUTO_BULK_THRESHOLD, collect_bulk};
+use crate::collect::bulk::{bulk_only_failure, collect_bulk};
 use crate::collect::calls::CallCounter;
 use crate::collect::enrich::enrich_all;
 use crate::collect::users::list_users;
@@ -21,7 +21,7 @@ use crate::collect::{
 use crate::config::{Config, Strategy};
 use crate::deliver::{SinkReport, deliver_all};
 use crate::store::snapshot::AccountWrite;
-use crate::store::{ChangeRow, PreparedRecord, Store, StoreError};
+use crate::store::{ChangeRow, PreparedRecord, Store, StoreError, SyncLock};
 use crate::transform::to_ocsf;
 
 #[derive(Debug, Clone, Default)]
@@ -50,12 +50,22 @@ pub struct AccountReport {
     pub created: usize,
     pub updated: usize,
     pub deleted: usize,
+    /// Users outside the path prefix, removed from the snapshot (not IAM deletions).
+    pub retired: usize,
     /// Users deleted while the sync ran (seen by ListUsers, gone by enrichment).
     pub vanished: usize,
     pub calls: CallStats,
     pub duration_ms: i64,
     /// `per-user` or `bulk`; `None` when the account failed before choosing.
     pub strategy: Option<&'static str>,
+    /// Why `auto` fell back from bulk to per-user calls for this account (a missing permission, a
+    /// credential report not ready in time).
+    pub fallback: Option<String>,
+    /// bulk: how old the credential report was (seconds).
+    pub report_age_secs: Option<i64>,
+    /// bulk: per-user calls made because the credential report was older than
+    /// `collect.report_max_age_secs` (GetLoginProfile, ListMFADevices, ListAccessKeys).
+    pub fresh_checks: usize,
 }
 
 /// Everything a run did; `sync` prints it, the daemon turns it into metrics.
@@ -67,6 +77,9 @@ pub struct RunReport {
     pub finished_ms: i64,
     pub accounts: Vec<AccountReport>,
     pub sinks: Vec<SinkReport>,
+    /// Users retired because their account is no longer collected (left the config or the
+    /// organization's scope); users retired by a narrower path prefix are in their account's report.
+    pub retired_accounts: usize,
     /// Stopped early by a shutdown.
     pub interrupted: bool,
     /// The process's peak resident memory so far (Linux), for the summary and benchmarks.
@@ -90,6 +103,8 @@ pub enum RunStatus {
     Partial,
     /// Stopped at a safe point by a shutdown; what was not done is done by the next sync.
     Interrupted,
+    /// The run could not finish (the store failed); the snapshot is the last one committed.
+    Failed,
 }
 
 impl RunStatus {
@@ -98,6 +113,7 @@ impl RunStatus {
             RunStatus::Ok => "ok",
             RunStatus::Partial => "partial",
             RunStatus::Interrupted => "interrupted",
+            RunStatus::Failed => "failed",
         }
     }
 }
@@ -124,7 +140,25 @@ impl RunReport {
         match self.status() {
             RunStatus::Ok => 0,
             RunStatus::Partial | RunStatus::Interrupted => 2,
+            RunStatus::Failed => 1,
         }
+    }
+
+    pub fn users(&self) -> usize {
+        self.accounts.iter().map(|a| a.users).sum()
+    }
+    pub fn created(&self) -> usize {
+        self.accounts.iter().map(|a| a.created).sum()
+    }
+    pub fn updated(&self) -> usize {
+        self.accounts.iter().map(|a| a.updated).sum()
+    }
+    pub fn deleted(&self) -> usize {
+        self.accounts.iter().map(|a| a.deleted).sum()
+    }
+    /// Out of scope (path prefix or account), not deleted.
+    pub fn retired(&self) -> usize {
+        self.retired_accounts + self.accounts.iter().map(|a| a.retired).sum::<usize>()
     }
 
     pub fn total_calls(&self) -> CallStats {
@@ -136,19 +170,55 @@ impl RunReport {
     }
 }
 
-/// Runs one sync. Errors are fatal (the store is unusable); account and sink failures are in the
-/// report instead. Returns the change rows too (for `--dry-run`, which prints them).
+/// Runs one sync. Errors are fatal (the store is unusable or in use); account and sink failures are
+/// in the report instead. Returns the change rows too (for `--dry-run`, which prints them).
+///
+/// A sync holds the store's lock (`<store>.lock`) from start to end, so a `sync` beside a running
+/// daemon waits for it (up to `store.lock_wait_secs`) instead of interleaving. Every run it records
+/// ends as `ok`, `partial`, `interrupted` or `failed`, whatever happens after it started.
 pub async fn run_once(
     config: &Config,
     store: &Arc<Store>,
     options: RunOptions,
 ) -> Result<(RunReport, Vec<ChangeRow>), StoreError> {
+    if options.dry_run {
+        // A dry run writes nothing, so it neither needs nor takes the lock.
+        return run_locked(config, store, options, 0).await;
+    }
+    let _lock = SyncLock::acquire_async(
+        store.path(),
+        std::time::Duration::from_secs(config.store.lock_wait_secs),
+    )
+    .await?;
     let started_ms = now_ms();
-    let run_id = if options.dry_run {
-        0
-    } else {
-        store.begin_run(started_ms)?
-    };
+    let run_id = store.begin_run(started_ms)?;
+    match run_locked(config, store, options, run_id).await {
+        Ok((report, changes)) => {
+            let status = report.status().as_str();
+            let summary = serde_json::to_string(&report).unwrap_or_default();
+            store.finish_run(run_id, report.finished_ms, status, &summary)?;
+            Ok((report, changes))
+        }
+        Err(e) => {
+            let summary = serde_json::json!({ "error": e.to_string() }).to_string();
+            if let Err(also) =
+                store.finish_run(run_id, now_ms(), RunStatus::Failed.as_str(), &summary)
+            {
+                tracing::error!(error = %also, "cannot record the failed run");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// The sync itself, under the lock, for run `run_id` (0 for a dry run).
+async fn run_locked(
+    config: &Config,
+    store: &Arc<Store>,
+    options: RunOptions,
+    run_id: i64,
+) -> Result<(RunReport, Vec<ChangeRow>), StoreError> {
+    let started_ms = now_ms();
     let span = tracing::info_span!("sync", run_id = run_id, dry_run = options.dry_run);
     async move {
         tracing::info!("sync started");
@@ -195,6 +265,22 @@ pub async fn run_once(
             None => connecting.await,
         };
         let (ready, failed) = dedupe(connected);
+        // Which accounts this configuration covers, when that is known for sure: every target's
+        // account id is known (the caller's comes from GetCallerIdentity) and discovery worked.
+        let scope: Option<std::collections::HashSet<String>> = {
+            let ids: Vec<Option<String>> = ready
+                .iter()
+                .map(|(a, _, _)| Some(a.account_id.clone()))
+                .chain(failed.iter().map(|(r, _, _)| {
+                    r.as_ref()
+                        .err()
+                        .map(|e| e.account_id.clone())
+                        .filter(|id| id.len() == 12 && id.bytes().all(|b| b.is_ascii_digit()))
+                }))
+                .collect();
+            (discovery_failure.is_none() && ids.iter().all(Option::is_some) && !stopping(&options.stop))
+                .then(|| ids.into_iter().flatten().collect())
+        };
         for item in discovery_failure.into_iter().chain(failed) {
             record(
                 store,
@@ -267,10 +353,35 @@ pub async fn run_once(
             );
         }
 
+        // Users of accounts no longer collected are retired (not deleted). Only when the scope is
+        // known and the run was not cut short: an account that merely failed to connect is in scope.
+        let mut retired_accounts = 0;
+        match scope.filter(|_| !stopping(&options.stop)) {
+            Some(scope) => {
+                let store = Arc::clone(store);
+                let dry_run = options.dry_run;
+                let rows = tokio::task::spawn_blocking(move || {
+                    store.retire_accounts(run_id, &scope, now_ms(), dry_run)
+                })
+                .await
+                .map_err(|e| StoreError(format!("store write task failed: {e}")))??;
+                if !rows.is_empty() {
+                    let accounts: std::collections::BTreeSet<&str> =
+                        rows.iter().map(|r| r.account_id.as_str()).collect();
+                    tracing::warn!(users = rows.len(), accounts = ?accounts, "accounts no longer in the configuration: their users are retired from the snapshot (not deleted)");
+                }
+                retired_accounts = rows.len();
+                changes.extend(rows);
+            }
+            None => tracing::debug!(
+                "not every account's id is known this run; accounts that left the configuration are retired by a later sync"
+            ),
+        }
+
         let sinks = if options.dry_run || stopping(&options.stop) {
             Vec::new()
         } else {
-            let client = crate::deliver::http::client();
+            let client = crate::deliver::client();
             deliver_all(
                 store,
                 &config.effective_sinks(),
@@ -287,14 +398,10 @@ pub async fn run_once(
             finished_ms: now_ms(),
             accounts: reports,
             sinks,
+            retired_accounts,
             interrupted: stopping(&options.stop),
             peak_rss_bytes: peak_rss_bytes(),
         };
-        if !options.dry_run {
-            let status = report.status().as_str();
-            let summary = serde_json::to_string(&report).unwrap_or_default();
-            store.finish_run(run_id, report.finished_ms, status, &summary)?;
-        }
         tracing::info!(status = report.status().as_str(), "sync finished");
         Ok((report, changes))
     }
@@ -402,12 +509,17 @@ async fn record(
             let id = acc.provenance.account_id.clone();
             let (vanished, strategy, role_arn) =
                 (acc.vanished, acc.strategy, acc.provenance.role_arn.clone());
+            let (fallback, report_age_secs, fresh_checks) =
+                (acc.fallback.clone(), acc.report_age_secs, acc.fresh_checks);
             let store = Arc::clone(store);
             let outcome =
                 tokio::task::spawn_blocking(move || write_account(&store, run_id, acc, dry_run))
                     .await
                     .map_err(|e| StoreError(format!("store write task failed: {e}")))??;
-            tracing::info!(account = %id, users = outcome.users, created = outcome.created, updated = outcome.updated, deleted = outcome.deleted, "account collected");
+            tracing::info!(account = %id, users = outcome.users, created = outcome.created, updated = outcome.updated, deleted = outcome.deleted, retired = outcome.retired, "account collected");
+            if outcome.retired > 0 {
+                tracing::warn!(account = %id, users = outcome.retired, "users outside collect path_prefix are retired from the snapshot (not deleted)");
+            }
             reports.push(AccountReport {
                 account_id: id,
                 role_arn,
@@ -418,10 +530,14 @@ async fn record(
                 created: outcome.created,
                 updated: outcome.updated,
                 deleted: outcome.deleted,
+                retired: outcome.retired,
                 vanished,
                 calls,
                 duration_ms,
                 strategy: Some(strategy),
+                fallback,
+                report_age_secs,
+                fresh_checks,
             });
             changes.extend(outcome.changes);
         }
@@ -445,10 +561,14 @@ async fn record(
                 created: 0,
                 updated: 0,
                 deleted: 0,
+                retired: 0,
                 vanished: 0,
                 calls,
                 duration_ms,
                 strategy: None,
+                fallback: None,
+                report_age_secs: None,
+                fresh_checks: 0,
             });
         }
     }
@@ -471,32 +591,54 @@ async fn collect_connected(
             error,
         };
         let prefix = &config.aws.path_prefix;
-        let users = list_users(&acc.iam, prefix).await.map_err(fail)?;
+        let mut users = list_users(&acc.iam, prefix).await.map_err(fail)?;
         tracing::debug!(users = users.len(), "listed users");
-        let bulk = match config.collect.strategy {
+        let c = &config.collect;
+        let bulk = match c.strategy {
             Strategy::Bulk => true,
             Strategy::PerUser => false,
-            Strategy::Auto => users.len() > AUTO_BULK_THRESHOLD,
+            Strategy::Auto => users.len() > c.bulk_threshold,
         };
-        let concurrency = config.collect.user_concurrency;
-        let (users, vanished) = if bulk {
-            let (users, vanished, fallbacks) = collect_bulk(
-                &acc.iam,
-                users,
-                concurrency,
-                (config.collect.report_max_age_secs as i64).saturating_mul(1000),
-            )
-            .await
-            .map_err(fail)?;
-            tracing::debug!(
-                fallbacks,
-                "users collected per user (missing from the credential report or GAAD)"
-            );
-            (users, vanished)
-        } else {
-            enrich_all(&acc.iam, users, concurrency)
-                .await
-                .map_err(fail)?
+        let mut collected = None;
+        let mut fallback = None;
+        if bulk {
+            let report_wait = std::time::Duration::from_secs(c.report_wait_secs);
+            let max_age_ms = (c.report_max_age_secs as i64).saturating_mul(1000);
+            let may_fall_back = c.strategy == Strategy::Auto;
+            // Bulk consumes the list; auto keeps a copy for a fallback.
+            let for_bulk = if may_fall_back {
+                users.clone()
+            } else {
+                std::mem::take(&mut users)
+            };
+            match collect_bulk(&acc.iam, for_bulk, c.user_concurrency, max_age_ms, report_wait).await {
+                Ok(out) => {
+                    tracing::debug!(
+                        fallbacks = out.fallbacks,
+                        fresh_checks = out.fresh_checks,
+                        "users collected per user (missing from the credential report or GAAD)"
+                    );
+                    collected = Some(out);
+                }
+                // In auto, what only bulk needs (GAAD, the credential report) must not fail an
+                // account that per-user calls can collect.
+                Err(e) => match bulk_only_failure(&e).filter(|_| may_fall_back) {
+                    Some(why) => {
+                        tracing::warn!(error = %e, "bulk collection unavailable ({why}); collecting this account with per-user calls");
+                        fallback = Some(format!("{why}: {}", e.message));
+                    }
+                    _ => return Err(fail(e)),
+                },
+            }
+        }
+        let (users, vanished, report_age_secs, fresh_checks, strategy) = match collected {
+            Some(out) => (out.users, out.vanished, out.report_age_secs, out.fresh_checks, "bulk"),
+            None => {
+                let (users, vanished) = enrich_all(&acc.iam, users, c.user_concurrency)
+                    .await
+                    .map_err(fail)?;
+                (users, vanished, None, 0, "per-user")
+            }
         };
         Ok(AccountUsers {
             provenance: Provenance {
@@ -506,7 +648,10 @@ async fn collect_connected(
             },
             users,
             vanished,
-            strategy: if bulk { "bulk" } else { "per-user" },
+            strategy,
+            fallback,
+            report_age_secs,
+            fresh_checks,
         })
     }
     .instrument(span)

@@ -68,6 +68,9 @@ pub fn synthetic_account(account: &str, n: usize, generation: u64) -> AccountUse
         users,
         vanished: 0,
         strategy: "bulk",
+        fallback: None,
+        report_age_secs: None,
+        fresh_checks: 0,
     }
 }
 

@@ -117,6 +117,44 @@ fn partition(target: &AccountTarget) -> aws_sdk_iam::config::retry::RetryPartiti
     aws_sdk_iam::config::retry::RetryPartition::new(format!("iam-inventory-{}", target.label()))
 }
 
+/// The credentials of the AssumeRole call that proved the role works, used first; the
+/// [`AssumeRoleProvider`] only when they are due for renewal. Without this every role was assumed
+/// twice per sync (once to check it, once more by the provider for the first IAM call).
+#[derive(Debug)]
+struct Seeded {
+    first: std::sync::Mutex<Option<aws_credential_types::Credentials>>,
+    refresh: AssumeRoleProvider,
+}
+
+impl aws_credential_types::provider::ProvideCredentials for Seeded {
+    fn provide_credentials<'a>(
+        &'a self,
+    ) -> aws_credential_types::provider::future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        let first = self.first.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match first {
+            // The SDK's identity cache keeps them until shortly before they expire, then asks again.
+            Some(creds) => {
+                aws_credential_types::provider::future::ProvideCredentials::ready(Ok(creds))
+            }
+            None => self.refresh.provide_credentials(),
+        }
+    }
+}
+
+fn seed_credentials(c: &aws_sdk_sts::types::Credentials) -> aws_credential_types::Credentials {
+    let expires = std::time::SystemTime::try_from(*c.expiration()).ok();
+    aws_credential_types::Credentials::new(
+        c.access_key_id(),
+        c.secret_access_key(),
+        Some(c.session_token().to_string()),
+        expires,
+        "AssumeRole",
+    )
+}
+
 /// An account ready to be read: its IAM client (calls counted) and who it is.
 pub struct ConnectedAccount {
     pub iam: aws_sdk_iam::Client,
@@ -150,7 +188,22 @@ pub async fn connect(
                     CollectError::from_sdk("sts:GetCallerIdentity", e),
                 )
             })?;
-            let account_id = who.account().unwrap_or_default().to_string();
+            // An empty account id would file the caller's users under "" and later mistake them
+            // for another account's: without an id the account cannot be collected.
+            let account_id = who
+                .account()
+                .filter(|a| !a.is_empty())
+                .ok_or_else(|| {
+                    fail(
+                        "caller".into(),
+                        CollectError {
+                            operation: "sts:GetCallerIdentity",
+                            code: None,
+                            message: "sts:GetCallerIdentity answered without an account id".into(),
+                        },
+                    )
+                })?
+                .to_string();
             let iam_conf = aws_sdk_iam::config::Builder::from(base)
                 .interceptor(counter.clone())
                 .retry_partition(partition(target))
@@ -199,7 +252,10 @@ pub async fn connect(
             if let Some(d) = role.duration_seconds {
                 provider = provider.session_length(Duration::from_secs(u64::from(d)));
             }
-            let provider = provider.build().await;
+            let provider = Seeded {
+                first: std::sync::Mutex::new(out.credentials().map(seed_credentials)),
+                refresh: provider.build().await,
+            };
             let iam_conf = aws_sdk_iam::config::Builder::from(base)
                 .credentials_provider(SharedCredentialsProvider::new(provider))
                 .interceptor(counter.clone())

@@ -8,8 +8,12 @@
 //! younger than the report. A user missing from the report (created after it) or from GAAD gets the
 //! full per-user treatment.
 //!
-//! Freshness: console access, MFA on non-virtual devices, the existence of keys created after the
-//! report, and key last-use come from a report that IAM regenerates at most every 4 hours.
+//! Freshness: IAM regenerates the report at most every 4 hours and hands back an older one as it
+//! is. A report older than `collect.report_max_age_secs` cannot vouch for what changed since it was
+//! made, so for such a report the fields it answered are asked of IAM per user instead: every user's
+//! access keys (ListAccessKeys), console access (GetLoginProfile), and MFA for users without an
+//! assigned virtual device (ListMFADevices). Only key last-use still comes from the stale report
+//! (it is a volatile field, not a change). These extra calls are counted as `fresh_checks`.
 
 use std::collections::HashMap;
 
@@ -18,34 +22,48 @@ use aws_sdk_iam::types::{AssignmentStatusType, EntityType, User};
 use futures::{StreamExt, TryStreamExt};
 
 use super::enrich::{
-    assemble, enrich_user, last_used_if_still_there, list_access_keys, list_mfa_devices,
+    assemble, enrich_user, has_login_profile, last_used_if_still_there, list_access_keys,
+    list_mfa_devices,
 };
 use super::report::{self, CredentialReport};
 use super::{AccessKey, CollectError, Group, IamUser, KeyLastUsed, MfaDevice, Tag, millis};
-
-/// `auto` uses per-user calls up to this many users under the prefix (≈5 calls each, exact and
-/// fresh), bulk above it (a handful of account-wide calls plus one per user with keys).
-pub const AUTO_BULK_THRESHOLD: usize = 100;
 
 struct Detail {
     tags: Vec<Tag>,
     groups: Vec<String>,
 }
 
-/// Bulk-collects `users` (from ListUsers). Returns the users, how many vanished mid-sync, and how
-/// many needed the per-user fallback.
+/// What a bulk collection of one account yielded.
+#[derive(Debug)]
+pub struct BulkOutcome {
+    pub users: Vec<IamUser>,
+    /// Users deleted between ListUsers and their enrichment.
+    pub vanished: usize,
+    /// Users missing from the report or GAAD, collected per user.
+    pub fallbacks: usize,
+    /// How old the credential report was, in seconds (`None`: IAM gave no generation time).
+    pub report_age_secs: Option<i64>,
+    /// Whether the report was older than `report_max_age_secs` (its fields were asked per user).
+    pub report_stale: bool,
+    /// Per-user calls made because the report was stale (GetLoginProfile, ListMFADevices,
+    /// ListAccessKeys beyond what a fresh report needs).
+    pub fresh_checks: usize,
+}
+
+/// Bulk-collects `users` (from ListUsers).
 pub async fn collect_bulk(
     iam: &Client,
     users: Vec<User>,
     concurrency: usize,
     report_max_age_ms: i64,
-) -> Result<(Vec<IamUser>, usize, usize), CollectError> {
+    report_wait: std::time::Duration,
+) -> Result<BulkOutcome, CollectError> {
     let wanted: std::collections::HashSet<String> =
         users.iter().map(|u| u.arn().to_string()).collect();
     // The three account-wide reads are independent: run them at once.
     let ((details, group_arns), report, virtual_mfa) = tokio::try_join!(
         authorization_details(iam, &wanted),
-        report::fetch(iam),
+        report::fetch(iam, report_wait),
         virtual_mfa_devices(iam)
     )?;
     tracing::debug!(
@@ -58,21 +76,22 @@ pub async fn collect_bulk(
         "bulk data fetched"
     );
     // A report IAM generated for this request is seconds old. One generated earlier (IAM keeps a
-    // report for 4 hours) cannot show a user's first access key created since: then every user's
-    // keys are listed, which keeps "who got a new access key" exact at about one call per user.
+    // report for 4 hours) cannot show what changed since: a user's first access key, a console
+    // password, a hardware MFA device. Then those are asked per user (see the module docs).
     let age_ms = report
         .generated_ms
         .map_or(i64::MAX, |g| crate::clock::now_ms().saturating_sub(g));
-    let list_all_keys = age_ms > report_max_age_ms;
-    if list_all_keys {
+    let stale = age_ms > report_max_age_ms;
+    if stale {
         tracing::info!(
             report_age_secs = age_ms / 1000,
             max_age_secs = report_max_age_ms / 1000,
-            "credential report older than collect.report_max_age_secs: listing every user's access keys"
+            "credential report older than collect.report_max_age_secs: asking IAM per user for access keys, console access and non-virtual MFA"
         );
     }
     let ctx = Ctx {
-        list_all_keys,
+        stale,
+        fresh_checks: std::sync::atomic::AtomicUsize::new(0),
         iam,
         details: &details,
         group_arns: &group_arns,
@@ -89,12 +108,40 @@ pub async fn collect_bulk(
     let mut out: Vec<IamUser> = results.into_iter().filter_map(|(u, _)| u).collect();
     out.sort_by(|a, b| a.arn.cmp(&b.arn));
     let vanished = total - out.len();
-    Ok((out, vanished, fallbacks))
+    Ok(BulkOutcome {
+        users: out,
+        vanished,
+        fallbacks,
+        report_age_secs: report.generated_ms.map(|_| age_ms / 1000),
+        report_stale: stale,
+        fresh_checks: ctx.fresh_checks.into_inner(),
+    })
+}
+
+/// Whether a bulk failure is one that per-user collection does not share: a permission only bulk
+/// needs (GAAD, the credential report, the virtual MFA list) or a report IAM did not produce in
+/// time. Returns what to tell the user.
+pub fn bulk_only_failure(e: &CollectError) -> Option<String> {
+    let bulk_op = matches!(
+        e.operation,
+        "iam:GetAccountAuthorizationDetails"
+            | "iam:GenerateCredentialReport"
+            | "iam:GetCredentialReport"
+            | "iam:ListVirtualMFADevices"
+    );
+    match e.code.as_deref() {
+        Some("AccessDenied" | "AccessDeniedException") if bulk_op => {
+            Some(format!("{} is not allowed", e.operation))
+        }
+        Some(report::NOT_READY) => Some("the credential report was not ready in time".into()),
+        _ => None,
+    }
 }
 
 struct Ctx<'a> {
-    /// The report may predate a user's first key: ask ListAccessKeys for every user.
-    list_all_keys: bool,
+    /// The report is older than `report_max_age_secs`: ask IAM per user for what it answered.
+    stale: bool,
+    fresh_checks: std::sync::atomic::AtomicUsize,
     iam: &'a Client,
     details: &'a HashMap<String, Detail>,
     group_arns: &'a HashMap<String, String>,
@@ -109,10 +156,15 @@ impl Ctx<'_> {
         let (Some(detail), Some(row)) = (self.details.get(&arn), self.report.rows.get(&arn)) else {
             return Ok((enrich_user(self.iam, user).await?, true));
         };
-        let (Some(console), Some(mfa_active)) = (row.password_enabled, row.mfa_active) else {
+        let (Some(report_console), Some(mfa_active)) = (row.password_enabled, row.mfa_active)
+        else {
             return Ok((enrich_user(self.iam, user).await?, true));
         };
         let name = user.user_name().to_string();
+        let checked = |n: usize| {
+            self.fresh_checks
+                .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        };
         let vanished = |e: CollectError| -> Result<(Option<IamUser>, bool), CollectError> {
             if e.is_no_such_entity() {
                 tracing::info!(user = %name, "user was deleted during the sync; skipped");
@@ -122,8 +174,19 @@ impl Ctx<'_> {
             }
         };
 
+        // GetLoginProfile answers NoSuchEntity both for "no password" and for a user deleted since
+        // ListUsers; the ListAccessKeys that follows tells the two apart (as in per-user mode).
+        let console = if self.stale {
+            checked(1);
+            has_login_profile(self.iam, &name).await?
+        } else {
+            report_console
+        };
         let mut access_keys = Vec::new();
-        if self.list_all_keys || !row.keys.is_empty() {
+        if self.stale || !row.keys.is_empty() {
+            if row.keys.is_empty() {
+                checked(1);
+            }
             let keys = match list_access_keys(self.iam, &name).await {
                 Ok(k) => k,
                 Err(e) => return vanished(e),
@@ -155,13 +218,19 @@ impl Ctx<'_> {
             }
         }
 
-        // The virtual-device list is fresh; the report's mfa_active may be 4 hours old.
+        // The virtual-device list is fresh. Other devices (hardware, FIDO) are only hinted at by the
+        // report's mfa_active: trusted when the report is fresh, asked of IAM when it is stale.
         let mfa_devices = match self.virtual_mfa.get(&arn) {
             Some(devices) => devices.clone(),
-            None if mfa_active => match list_mfa_devices(self.iam, &name).await {
-                Ok(d) => d,
-                Err(e) => return vanished(e),
-            },
+            None if mfa_active || self.stale => {
+                if self.stale && !mfa_active {
+                    checked(1);
+                }
+                match list_mfa_devices(self.iam, &name).await {
+                    Ok(d) => d,
+                    Err(e) => return vanished(e),
+                }
+            }
             None => Vec::new(),
         };
 

@@ -2,6 +2,8 @@
 
 use aws_sdk_iam::error::{ProvideErrorMetadata, SdkError};
 
+use crate::text::{error_chain as chain, one_line};
+
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
 pub struct CollectError {
@@ -66,23 +68,4 @@ fn hint_for(code: &str, operation: &str) -> String {
         }
         _ => String::new(),
     }
-}
-
-/// The error and its sources, each once (the SDK's wrappers often repeat their source's text).
-fn chain(err: &dyn std::error::Error) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut next: Option<&dyn std::error::Error> = Some(err);
-    while let Some(e) = next {
-        let text = e.to_string();
-        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        next = e.source();
-    }
-    parts.join(": ")
-}
-
-/// Log lines and summaries are one line each; AWS messages sometimes carry newlines.
-pub(crate) fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }

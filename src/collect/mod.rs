@@ -90,6 +90,12 @@ pub struct AccountUsers {
     pub vanished: usize,
     /// `per-user` or `bulk`: what collected this account.
     pub strategy: &'static str,
+    /// Why `auto` fell back from bulk to per-user calls, if it did.
+    pub fallback: Option<String>,
+    /// bulk: the credential report's age in seconds.
+    pub report_age_secs: Option<i64>,
+    /// bulk: per-user calls made because the report was stale.
+    pub fresh_checks: usize,
 }
 
 /// An account that could not be collected; its snapshot is left exactly as it was.

@@ -14,9 +14,10 @@ use aws_sdk_iam::types::ReportStateType;
 
 use super::CollectError;
 
-/// How long to wait for a report to be generated before failing the account.
-pub const REPORT_DEADLINE: Duration = Duration::from_secs(120);
 const POLL_EVERY: Duration = Duration::from_secs(1);
+/// The [`CollectError::code`] of a report IAM did not finish within the wait (not an AWS code: IAM
+/// only ever says STARTED/INPROGRESS).
+pub const NOT_READY: &str = "ReportNotReady";
 
 /// One user's row. `None` wherever the report says it does not know.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,15 +46,15 @@ pub struct CredentialReport {
     pub rows: HashMap<String, ReportRow>,
 }
 
-/// Generates (if needed) and fetches the report, polling with a sleep until [`REPORT_DEADLINE`].
-pub async fn fetch(iam: &Client) -> Result<CredentialReport, CollectError> {
-    let deadline = tokio::time::Instant::now() + REPORT_DEADLINE;
+/// Generates (if needed) and fetches the report, polling with a sleep for at most `wait`.
+pub async fn fetch(iam: &Client, wait: Duration) -> Result<CredentialReport, CollectError> {
+    let deadline = tokio::time::Instant::now() + wait;
     let timeout = || CollectError {
         operation: "iam:GenerateCredentialReport",
-        code: None,
+        code: Some(NOT_READY.into()),
         message: format!(
-            "the credential report was not ready after {}s (set [collect] strategy = \"per-user\" to do without it)",
-            REPORT_DEADLINE.as_secs()
+            "the credential report was not ready after {}s (collect.report_wait_secs; or set [collect] strategy = \"per-user\" to do without it)",
+            wait.as_secs()
         ),
     };
     loop {

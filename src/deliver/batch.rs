@@ -58,6 +58,11 @@ impl Batch<'_> {
         body
     }
 
+    /// Which kind of change the batch carries (`X-IAM-Inventory-Change`).
+    pub fn change_kind(&self) -> &'static str {
+        if self.is_update { "update" } else { "create" }
+    }
+
     /// Stable for the same sink, kind and record versions (user, content hash and the time that
     /// content appeared): a receiver can drop a batch it has already stored when a retry (or the next
     /// sync, after a lost response) sends it again, while a later change back to an earlier content
@@ -89,6 +94,7 @@ mod tests {
     fn rec(uid: &str, is_update: bool) -> PendingRecord {
         PendingRecord {
             uid: uid.into(),
+            user_name: uid.into(),
             content_hash: format!("h-{uid}"),
             record: format!("{{\"u\":\"{uid}\"}}"),
             is_update,

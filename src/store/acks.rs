@@ -9,6 +9,7 @@ use crate::config::SinkMode;
 #[derive(Debug, Clone)]
 pub struct PendingRecord {
     pub uid: String,
+    pub user_name: String,
     pub content_hash: String,
     /// The full OCSF record (with `time`), as JSON text.
     pub record: String,
@@ -16,6 +17,21 @@ pub struct PendingRecord {
     pub is_update: bool,
     /// When the content last changed (epoch ms): tells apart two changes back to the same content.
     pub last_changed: i64,
+}
+
+/// The SQL condition "this sink still needs this snapshot row" under `mode` (`s` = snapshot,
+/// `a` = this sink's acknowledgement, `?1` = the sink): not acknowledged in the current content, and
+/// not rejected by the sink in exactly this content.
+fn needs(mode: SinkMode) -> String {
+    let wanted = match mode {
+        SinkMode::CreateUpdate => "(a.uid IS NULL OR a.content_hash != s.content_hash)",
+        SinkMode::CreateOnly => "a.uid IS NULL",
+        SinkMode::UpdateOnly => "(a.uid IS NOT NULL AND a.content_hash != s.content_hash)",
+    };
+    format!(
+        "{wanted} AND NOT EXISTS (SELECT 1 FROM sink_rejects r
+           WHERE r.sink = ?1 AND r.uid = s.uid AND r.content_hash = s.content_hash)"
+    )
 }
 
 impl Store {
@@ -28,13 +44,9 @@ impl Store {
         after_uid: &str,
         limit: usize,
     ) -> Result<Vec<PendingRecord>> {
-        let filter = match mode {
-            SinkMode::CreateUpdate => "(a.uid IS NULL OR a.content_hash != s.content_hash)",
-            SinkMode::CreateOnly => "a.uid IS NULL",
-            SinkMode::UpdateOnly => "(a.uid IS NOT NULL AND a.content_hash != s.content_hash)",
-        };
+        let filter = needs(mode);
         let sql = format!(
-            "SELECT s.uid, s.content_hash, s.record, s.last_seen, a.uid IS NOT NULL, s.last_changed
+            "SELECT s.uid, s.content_hash, s.record, s.last_seen, a.uid IS NOT NULL, s.last_changed, s.user_name
              FROM snapshot s LEFT JOIN sink_acks a ON a.sink = ?1 AND a.uid = s.uid
              WHERE s.uid > ?2 AND {filter}
              ORDER BY s.uid LIMIT ?3"
@@ -53,6 +65,7 @@ impl Store {
                     record: with_time(&record, seen),
                     is_update: r.get(4)?,
                     last_changed: r.get(5)?,
+                    user_name: r.get(6)?,
                 })
             })
             .map_err(|e| self.sql_err("cannot read sink state", e))?;
@@ -62,11 +75,7 @@ impl Store {
 
     /// How many records `sink` still needs under `mode`.
     pub fn pending_count(&self, sink: &str, mode: SinkMode) -> Result<u64> {
-        let filter = match mode {
-            SinkMode::CreateUpdate => "(a.uid IS NULL OR a.content_hash != s.content_hash)",
-            SinkMode::CreateOnly => "a.uid IS NULL",
-            SinkMode::UpdateOnly => "(a.uid IS NOT NULL AND a.content_hash != s.content_hash)",
-        };
+        let filter = needs(mode);
         let sql = format!(
             "SELECT COUNT(*) FROM snapshot s LEFT JOIN sink_acks a ON a.sink = ?1 AND a.uid = s.uid WHERE {filter}"
         );
@@ -90,12 +99,76 @@ impl Store {
                        acked_at = excluded.acked_at",
                 )
                 .map_err(|e| self.sql_err("cannot record acknowledgements", e))?;
+            let mut unreject = tx
+                .prepare_cached("DELETE FROM sink_rejects WHERE sink = ?1 AND uid = ?2")
+                .map_err(|e| self.sql_err("cannot record acknowledgements", e))?;
             for (uid, hash) in records {
                 stmt.execute(params![sink, uid, hash, now_ms])
+                    .map_err(|e| self.sql_err("cannot record acknowledgements", e))?;
+                unreject
+                    .execute(params![sink, uid])
                     .map_err(|e| self.sql_err("cannot record acknowledgements", e))?;
             }
         }
         tx.commit()
             .map_err(|e| self.sql_err("cannot record acknowledgements", e))
+    }
+}
+
+/// A record a sink refused on its own, with the sink's reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub uid: String,
+    pub user_name: String,
+    pub reason: String,
+}
+
+impl Store {
+    /// Records that `sink` refused these records in this content: they are not offered to it again
+    /// until their content changes.
+    pub fn reject(&self, sink: &str, records: &[(&str, &str, &str)], now_ms: i64) -> Result<()> {
+        let mut conn = self.lock();
+        let tx = conn
+            .transaction()
+            .map_err(|e| self.sql_err("cannot record rejections", e))?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO sink_rejects (sink, uid, content_hash, reason, rejected_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (sink, uid) DO UPDATE SET content_hash = excluded.content_hash,
+                       reason = excluded.reason, rejected_at = excluded.rejected_at",
+                )
+                .map_err(|e| self.sql_err("cannot record rejections", e))?;
+            for (uid, hash, reason) in records {
+                stmt.execute(params![sink, uid, hash, reason, now_ms])
+                    .map_err(|e| self.sql_err("cannot record rejections", e))?;
+            }
+        }
+        tx.commit()
+            .map_err(|e| self.sql_err("cannot record rejections", e))
+    }
+
+    /// The records `sink` rejected in their current content (still held back), by ARN.
+    pub fn rejected(&self, sink: &str) -> Result<Vec<Rejection>> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT r.uid, s.user_name, r.reason FROM sink_rejects r
+                 JOIN snapshot s ON s.uid = r.uid AND s.content_hash = r.content_hash
+                 WHERE r.sink = ?1 ORDER BY r.uid",
+            )
+            .map_err(|e| self.sql_err("cannot read sink state", e))?;
+        let rows = stmt
+            .query_map(params![sink], |r| {
+                Ok(Rejection {
+                    uid: r.get(0)?,
+                    user_name: r.get(1)?,
+                    reason: r.get(2)?,
+                })
+            })
+            .map_err(|e| self.sql_err("cannot read sink state", e))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| self.sql_err("cannot read sink state", e))
     }
 }

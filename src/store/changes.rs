@@ -12,6 +12,9 @@ pub enum ChangeKind {
     Created,
     Updated,
     Deleted,
+    /// Left the collected scope (account no longer configured, outside a narrower `path_prefix`):
+    /// removed from the snapshot, but not an IAM deletion.
+    Retired,
 }
 
 impl ChangeKind {
@@ -20,12 +23,14 @@ impl ChangeKind {
             ChangeKind::Created => "created",
             ChangeKind::Updated => "updated",
             ChangeKind::Deleted => "deleted",
+            ChangeKind::Retired => "retired",
         }
     }
     fn parse(s: &str) -> ChangeKind {
         match s {
             "created" => ChangeKind::Created,
             "deleted" => ChangeKind::Deleted,
+            "retired" => ChangeKind::Retired,
             _ => ChangeKind::Updated,
         }
     }

@@ -6,6 +6,7 @@
 pub mod acks;
 pub mod changes;
 pub mod diff;
+pub mod lock;
 pub mod snapshot;
 
 use std::path::{Path, PathBuf};
@@ -15,6 +16,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, params};
 
 pub use changes::{ChangeFilter, ChangeKind, ChangeRow, FieldChange};
+pub use lock::SyncLock;
 pub use snapshot::{AccountOutcome, PreparedRecord};
 
 /// The migrations, in order; `PRAGMA user_version` counts how many have been applied.
@@ -23,6 +25,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0002_run_owner",
         include_str!("../../migrations/0002_run_owner.sql"),
+    ),
+    (
+        "0003_retired_rejects",
+        include_str!("../../migrations/0003_retired_rejects.sql"),
     ),
 ];
 
@@ -71,7 +77,7 @@ impl Store {
         let err = |what: &str, e: &dyn std::fmt::Display| {
             StoreError(format!(
                 "store {shown}: {what}: {}",
-                crate::collect::error::one_line(&e.to_string())
+                crate::text::one_line(&e.to_string())
             ))
         };
         let exists = path.exists();
@@ -151,6 +157,11 @@ impl Store {
         })
     }
 
+    /// The store's file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     pub(crate) fn lock(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave SQLite inconsistent (transactions roll back on
         // drop), so a poisoned lock is safe to reuse.
@@ -161,7 +172,7 @@ impl Store {
         StoreError(format!(
             "store {}: {what}: {}",
             self.path.display(),
-            crate::collect::error::one_line(&e.to_string())
+            crate::text::one_line(&e.to_string())
         ))
     }
 

@@ -58,6 +58,8 @@ pub struct AccountOutcome {
     pub created: usize,
     pub updated: usize,
     pub deleted: usize,
+    /// Users that left the collected scope (outside the path prefix): removed, not deleted.
+    pub retired: usize,
     pub unchanged: usize,
     /// The change rows written (or, in a dry run, that would have been written).
     pub changes: Vec<ChangeRow>,
@@ -260,44 +262,42 @@ impl Store {
                 }
             }
 
-            // Users of this account under the prefix that this collection did not see are gone.
-            let gone: Vec<(String, String)> = {
+            // Users of this account that this collection did not see: under the prefix they are
+            // gone from IAM (deleted); outside it they were not asked about (a narrower
+            // path_prefix) and are retired from the snapshot, never reported as deleted.
+            let unseen: Vec<(String, String, bool)> = {
                 let mut stmt = tx
                     .prepare_cached(
-                        "SELECT uid, user_name FROM snapshot
-                         WHERE account_id = ?1 AND substr(path, 1, length(?2)) = ?2
-                         ORDER BY uid",
+                        "SELECT uid, user_name, substr(path, 1, length(?2)) = ?2 FROM snapshot
+                         WHERE account_id = ?1 ORDER BY uid",
                     )
                     .map_err(e("cannot read the snapshot"))?;
                 let rows = stmt
                     .query_map(params![w.account_id, w.path_prefix], |r| {
-                        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
                     })
                     .map_err(e("cannot read the snapshot"))?;
-                let mut gone = Vec::new();
+                let mut unseen = Vec::new();
                 for row in rows {
-                    let (uid, name) = row.map_err(e("cannot read the snapshot"))?;
-                    if !seen.contains(&uid) {
-                        gone.push((uid, name));
+                    let row: (String, String, bool) = row.map_err(e("cannot read the snapshot"))?;
+                    if !seen.contains(&row.0) {
+                        unseen.push(row);
                     }
                 }
-                gone
+                unseen
             };
-            for (uid, user_name) in gone {
+            for (uid, user_name, under_prefix) in unseen {
                 if write {
-                    tx.execute("DELETE FROM snapshot WHERE uid = ?1", params![uid])
-                        .map_err(e("cannot write the snapshot"))?;
-                    tx.execute("DELETE FROM sink_acks WHERE uid = ?1", params![uid])
-                        .map_err(e("cannot write the snapshot"))?;
+                    remove_user(&tx, &uid).map_err(e("cannot write the snapshot"))?;
                 }
-                outcome.deleted += 1;
-                push_change(
-                    &mut outcome,
-                    &uid,
-                    &user_name,
-                    ChangeKind::Deleted,
-                    Vec::new(),
-                )?;
+                let kind = if under_prefix {
+                    outcome.deleted += 1;
+                    ChangeKind::Deleted
+                } else {
+                    outcome.retired += 1;
+                    ChangeKind::Retired
+                };
+                push_change(&mut outcome, &uid, &user_name, kind, Vec::new())?;
             }
 
             // A dry run has no run row to attach to (and rolls back anyway).
@@ -325,6 +325,78 @@ impl Store {
             tx.commit().map_err(e("cannot commit"))?;
         }
         Ok(outcome)
+    }
+}
+
+/// Removes a user from the snapshot with every sink's state about it.
+fn remove_user(tx: &rusqlite::Transaction<'_>, uid: &str) -> rusqlite::Result<()> {
+    tx.execute("DELETE FROM snapshot WHERE uid = ?1", params![uid])?;
+    tx.execute("DELETE FROM sink_acks WHERE uid = ?1", params![uid])?;
+    tx.execute("DELETE FROM sink_rejects WHERE uid = ?1", params![uid])?;
+    Ok(())
+}
+
+impl Store {
+    /// Retires every user of an account that is no longer in scope (not in `in_scope`): the
+    /// account left the config, or the organization excluded it. One transaction; nothing is
+    /// written in a dry run, but the rows that would be are returned.
+    pub fn retire_accounts(
+        &self,
+        run_id: i64,
+        in_scope: &std::collections::HashSet<String>,
+        at_ms: i64,
+        dry_run: bool,
+    ) -> Result<Vec<ChangeRow>> {
+        let mut conn = self.lock();
+        let behavior = if dry_run {
+            rusqlite::TransactionBehavior::Deferred
+        } else {
+            rusqlite::TransactionBehavior::Immediate
+        };
+        let e = |what: &'static str| move |err: rusqlite::Error| self.sql_err(what, err);
+        let tx = conn
+            .transaction_with_behavior(behavior)
+            .map_err(e("cannot start a transaction (is it read-only or locked?)"))?;
+        let users: Vec<(String, String, String)> = {
+            let mut stmt = tx
+                .prepare("SELECT account_id, uid, user_name FROM snapshot ORDER BY account_id, uid")
+                .map_err(e("cannot read the snapshot"))?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .map_err(e("cannot read the snapshot"))?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(e("cannot read the snapshot"))?
+        };
+        let mut out = Vec::new();
+        for (account_id, uid, user_name) in users {
+            if in_scope.contains(&account_id) {
+                continue;
+            }
+            if !dry_run {
+                remove_user(&tx, &uid).map_err(e("cannot write the snapshot"))?;
+                tx.execute(
+                    "INSERT INTO changes (run_id, at, account_id, uid, user_name, kind, fields)
+                     VALUES (?1, ?2, ?3, ?4, ?5, 'retired', '[]')",
+                    params![run_id, at_ms, account_id, uid, user_name],
+                )
+                .map_err(e("cannot write the change log"))?;
+            }
+            out.push(ChangeRow {
+                run_id: (!dry_run).then_some(run_id),
+                at: at_ms,
+                account_id,
+                uid,
+                user_name,
+                kind: ChangeKind::Retired,
+                fields: Vec::new(),
+            });
+        }
+        if dry_run {
+            tx.rollback().map_err(e("cannot roll back"))?;
+        } else {
+            tx.commit().map_err(e("cannot commit"))?;
+        }
+        Ok(out)
     }
 }
 
