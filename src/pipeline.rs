@@ -124,10 +124,12 @@ impl RunReport {
             return RunStatus::Interrupted;
         }
         let account_failed = self.accounts.iter().any(|a| !a.ok);
+        // A record rejected in this sync was not delivered: partial, so cron and alerts notice.
+        // Later syncs count it (`rejected`) without failing again until its content changes.
         let sink_behind = self
             .sinks
             .iter()
-            .any(|s| s.pending > 0 || s.error.is_some());
+            .any(|s| s.pending > 0 || s.error.is_some() || !s.rejected_now.is_empty());
         if account_failed || sink_behind {
             RunStatus::Partial
         } else {

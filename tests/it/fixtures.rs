@@ -130,7 +130,7 @@ pub async fn sync_with_strategy(
     let out = ws.run(&cfg, &["sync"], &[]).await;
     assert_eq!(out.code, 0, "{strategy} via {endpoint}: {}", out.stderr);
     assert!(
-        out.stderr.contains(&format!("ok ({strategy})")),
+        out.stderr.contains(&format!("ok ({strategy}")),
         "{}",
         out.stderr
     );

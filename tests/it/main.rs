@@ -8,6 +8,7 @@ mod accounts;
 mod cli;
 mod daemon;
 mod fixtures;
+mod hardening;
 mod paging;
 mod sinks;
 mod store;

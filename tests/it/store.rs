@@ -246,10 +246,10 @@ async fn each_iam_change_gives_exactly_the_expected_change_rows() {
     assert_eq!(names(&export), ["alice", "bob", "carol", "dave"]);
 }
 
-/// Users who moved out of the prefix are not deleted by a sync that did not look at them, and users
-/// under the prefix that vanished are.
+/// Users outside a narrowed prefix were not asked about: they are retired (out of the snapshot and
+/// `export`, logged as `retired`), never reported as deleted; widening the prefix brings them back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deletions_are_scoped_to_the_collected_prefix() {
+async fn users_outside_a_narrowed_prefix_are_retired_not_deleted() {
     let moto = Moto::start();
     seed_standard(&moto.iam().await).await;
     let ws = Workspace::new();
@@ -263,7 +263,43 @@ async fn deletions_are_scoped_to_the_collected_prefix() {
         )
         .await;
     assert_eq!(narrow.code, 0, "{}", narrow.stderr);
-    assert!(narrow.stderr.contains("deleted 0"), "{}", narrow.stderr);
+    assert!(
+        narrow.stderr.contains("deleted 0, retired 5"),
+        "{}",
+        narrow.stderr
+    );
+    let export = ws.run(&cfg, &["export"], &[]).await.json_lines();
+    assert!(
+        export
+            .iter()
+            .all(|r| r["unmapped"]["user"]["path"] == "/finance/"),
+        "only the users under the prefix stay exported: {:?}",
+        names(&export)
+    );
+    let kinds: Vec<(String, String)> = ws
+        .run(&cfg, &["changes", "--format", "json"], &[])
+        .await
+        .json_lines()
+        .iter()
+        // erin's record changed too (its provenance names the prefix that collected it).
+        .filter(|c| c["kind"] != "created" && c["kind"] != "updated")
+        .map(|c| {
+            (
+                c["kind"].as_str().unwrap().to_string(),
+                c["user"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(kinds.len(), 5, "{kinds:?}");
+    assert!(kinds.iter().all(|(k, _)| k == "retired"), "{kinds:?}");
+    // Back to the whole account: the retired users are collected again, as new.
+    let wide = ws.run(&cfg, &["sync"], &[]).await;
+    assert!(
+        wide.stderr
+            .contains("created 5, updated 1, deleted 0, retired 0"),
+        "{}",
+        wide.stderr
+    );
     assert_eq!(ws.run(&cfg, &["export"], &[]).await.json_lines().len(), 6);
 }
 
@@ -517,7 +553,7 @@ async fn only_runs_whose_process_is_gone_are_marked_interrupted_and_old_stores_m
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 2);
+    assert_eq!(version, 3);
     let status = |id: i64| -> String {
         conn.query_row("SELECT status FROM runs WHERE id = ?1", [id], |r| r.get(0))
             .unwrap()

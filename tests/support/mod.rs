@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod cli;
+pub mod hec;
 pub mod moto;
 pub mod proxy;
 pub mod receiver;

@@ -29,6 +29,13 @@ pub struct Rules {
     /// Serve the paged IAM list calls ([`PAGED`]) at most this many items a page, with IAM's
     /// `IsTruncated`/`Marker`, the way IAM may (it can return fewer than MaxItems). See [`page`].
     pub page_size: Option<usize>,
+    /// IAM calls answered with 403 AccessDenied: (Action, only for this UserName or any).
+    pub deny_actions: Vec<(String, Option<String>)>,
+    /// GenerateCredentialReport answers INPROGRESS forever (a report IAM never finishes).
+    pub report_never_ready: bool,
+    /// Edits of moto's credential report: (user, column, value). moto builds the CSV fresh at each
+    /// request; this makes a row lag behind IAM the way a real report up to 4 hours old does.
+    pub report_edits: Vec<(String, String, String)>,
 }
 
 #[derive(Default)]
@@ -227,6 +234,38 @@ async fn handle(
             error_xml("iam", "Throttling", "Rate exceeded"),
         );
     }
+    let (denied, never_ready, report_edits) = {
+        let g = ctx.inner.lock().unwrap();
+        let user = form_value(&body, "UserName");
+        let denied = g
+            .rules
+            .deny_actions
+            .iter()
+            .any(|(a, u)| *a == action && u.as_ref().is_none_or(|u| Some(u) == user.as_ref()));
+        (
+            denied,
+            g.rules.report_never_ready,
+            g.rules.report_edits.clone(),
+        )
+    };
+    if denied {
+        return xml(
+            StatusCode::FORBIDDEN,
+            error_xml(
+                "iam",
+                "AccessDenied",
+                &format!(
+                    "User: arn:aws:iam::123456789012:user/test is not authorized to perform: iam:{action} (proxy rule)"
+                ),
+            ),
+        );
+    }
+    if never_ready && action == "GenerateCredentialReport" {
+        return xml(
+            StatusCode::OK,
+            "<GenerateCredentialReportResponse xmlns=\"https://iam.amazonaws.com/doc/2010-05-08/\"><GenerateCredentialReportResult><State>INPROGRESS</State><Description>Report generation in progress</Description></GenerateCredentialReportResult><ResponseMetadata><RequestId>proxy-0001</RequestId></ResponseMetadata></GenerateCredentialReportResponse>".into(),
+        );
+    }
     if !is_sts && !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
@@ -295,6 +334,9 @@ async fn handle(
                     }
                 }
             }
+            if action == "GetCredentialReport" && !report_edits.is_empty() && status.is_success() {
+                bytes = Bytes::from(edit_report(&String::from_utf8_lossy(&bytes), &report_edits));
+            }
             let mut out = Response::builder().status(status);
             if let Some(ct) = ct {
                 out = out.header("content-type", ct);
@@ -306,6 +348,41 @@ async fn handle(
             .body(Body::from(e.to_string()))
             .unwrap(),
     }
+}
+
+/// Applies (user, column, value) edits to the base64 CSV inside a GetCredentialReport answer.
+fn edit_report(xml: &str, edits: &[(String, String, String)]) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let (Some(start), Some(end)) = (xml.find("<Content>"), xml.find("</Content>")) else {
+        return xml.to_string();
+    };
+    let content = &xml[start + "<Content>".len()..end];
+    let csv = String::from_utf8(b64.decode(content.trim()).expect("report is base64"))
+        .expect("report is UTF-8");
+    let mut lines: Vec<Vec<String>> = csv
+        .lines()
+        .map(|l| l.split(',').map(str::to_string).collect())
+        .collect();
+    let header = lines[0].clone();
+    for (user, column, value) in edits {
+        let col = header
+            .iter()
+            .position(|h| h == column)
+            .unwrap_or_else(|| panic!("no column {column}"));
+        let row = lines
+            .iter_mut()
+            .find(|r| r[0] == *user)
+            .unwrap_or_else(|| panic!("no report row for {user}"));
+        row[col] = value.clone();
+    }
+    let csv: Vec<String> = lines.iter().map(|r| r.join(",")).collect();
+    let encoded = b64.encode(csv.join("\n") + "\n");
+    format!(
+        "{}<Content>{encoded}</Content>{}",
+        &xml[..start],
+        &xml[end + "</Content>".len()..]
+    )
 }
 
 fn xml(status: StatusCode, body: String) -> Response {

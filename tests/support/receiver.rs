@@ -34,6 +34,11 @@ struct Inner {
     script: VecDeque<Reply>,
     default: Option<u16>,
     received: Vec<Received>,
+    /// Requests carrying a record whose `user.name` is listed are refused whole with 422, as a
+    /// receiver whose schema check fails on one record does.
+    poison: Vec<String>,
+    /// Requests with more records than this are refused whole with 413.
+    max_records: Option<usize>,
 }
 
 pub struct Receiver {
@@ -76,6 +81,16 @@ impl Receiver {
     /// Replies for the next requests, in order; after them, `default` (200 unless set).
     pub fn script(&self, replies: impl IntoIterator<Item = Reply>) {
         self.inner.lock().unwrap().script.extend(replies);
+    }
+
+    /// Refuse (422) every request that carries a record of one of these users.
+    pub fn poison(&self, user_names: &[&str]) {
+        self.inner.lock().unwrap().poison = user_names.iter().map(|s| s.to_string()).collect();
+    }
+
+    /// Refuse (413) every request with more than `n` records.
+    pub fn max_records(&self, n: Option<usize>) {
+        self.inner.lock().unwrap().max_records = n;
     }
 
     pub fn set_default(&self, status: u16) {
@@ -151,9 +166,19 @@ async fn handle(State(ctx): State<Ctx>, headers: HeaderMap, body: Bytes) -> Resp
     let records = decode(&headers, &body);
     let reply = {
         let mut g = ctx.inner.lock().unwrap();
-        g.script
-            .pop_front()
-            .unwrap_or(Reply::Status(g.default.unwrap_or(200)))
+        let poisoned = records
+            .iter()
+            .any(|r| g.poison.iter().any(|p| r["user"]["name"] == p.as_str()));
+        let too_many = g.max_records.is_some_and(|n| records.len() > n);
+        if too_many {
+            Reply::Status(413)
+        } else if poisoned {
+            Reply::Status(422)
+        } else {
+            g.script
+                .pop_front()
+                .unwrap_or(Reply::Status(g.default.unwrap_or(200)))
+        }
     };
     let status = match &reply {
         Reply::Status(s) | Reply::RetryAfter(s, _) | Reply::Redirect(s, _) => *s,
