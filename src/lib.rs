@@ -16,9 +16,13 @@
 //! - [`transform`]: IAM user → OCSF record, no IO, no clock.
 //! - [`store`]: SQLite; migrations, one transaction per account, content-hash diff with field-level
 //!   change rows, the change log, per-sink acknowledged state.
-//! - [`deliver`]: HTTP/file/stdout sinks, batching, retries, modes.
+//! - [`deliver`]: the sink seam — one file per kind (HTTP, file, stdout…) that encodes a batch and
+//!   reads the answer into per-record outcomes; batching, splitting, retries, modes and
+//!   acknowledged state written once for all kinds.
 //! - [`daemon`]: `run` — the cron schedule, `/healthz`, `/metrics` ([`metrics`], fed from each run's
 //!   report) and graceful shutdown.
+//! - [`summary`] renders a run's report for `sync` and the daemon; [`text`] holds the message
+//!   helpers every stage shares.
 //! - [`app`] dispatches the CLI ([`cli`]); `main.rs` only parses and sets up [`telemetry`].
 
 pub mod app;

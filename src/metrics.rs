@@ -27,6 +27,12 @@ pub struct Metrics {
     sink_sent: BTreeMap<String, u64>,
     sink_acked: BTreeMap<String, u64>,
     sink_pending: BTreeMap<String, u64>,
+    /// sink → records it rejects in their current content.
+    sink_rejected: BTreeMap<String, u64>,
+    /// sink → records rejected so far (each rejection counted once, in the sync that hit it).
+    sink_rejections: BTreeMap<String, u64>,
+    /// account → bulk collections that fell back to per-user calls.
+    bulk_fallbacks: BTreeMap<String, u64>,
 }
 
 impl Metrics {
@@ -41,10 +47,14 @@ impl Metrics {
             if a.ok {
                 self.users.insert(a.account_id.clone(), a.users as u64);
             }
+            if a.fallback.is_some() {
+                *self.bulk_fallbacks.entry(a.account_id.clone()).or_default() += 1;
+            }
             for (kind, n) in [
                 ("created", a.created),
                 ("updated", a.updated),
                 ("deleted", a.deleted),
+                ("retired", a.retired),
             ] {
                 *self
                     .changes
@@ -70,6 +80,16 @@ impl Metrics {
             *self.sink_sent.entry(s.name.clone()).or_default() += s.sent;
             *self.sink_acked.entry(s.name.clone()).or_default() += s.acknowledged;
             self.sink_pending.insert(s.name.clone(), s.pending);
+            self.sink_rejected.insert(s.name.clone(), s.rejected);
+            *self.sink_rejections.entry(s.name.clone()).or_default() += s.rejected_now.len() as u64;
+        }
+        for (account, n) in &r.retired_accounts {
+            *self
+                .changes
+                .entry((account.clone(), "retired"))
+                .or_default() += *n as u64;
+            self.users.remove(account);
+            self.account_up.remove(account);
         }
     }
 
@@ -233,6 +253,32 @@ impl Metrics {
             "sink",
             &self.sink_pending,
         );
+        gauge_by(
+            &mut o,
+            "iam_inventory_sink_rejected_records",
+            "Records each sink refuses in their current content (held back until they change).",
+            "sink",
+            &self.sink_rejected,
+        );
+        counter_by(
+            &mut o,
+            "iam_inventory_sink_rejections_total",
+            "Records a sink rejected on their own (a 4xx for that record alone).",
+            &self.sink_rejections,
+        );
+        metric(
+            &mut o,
+            "iam_inventory_bulk_fallbacks_total",
+            "counter",
+            "Bulk collections that fell back to per-user calls (missing permission, report not ready).",
+        );
+        for (account, n) in &self.bulk_fallbacks {
+            let _ = writeln!(
+                o,
+                "iam_inventory_bulk_fallbacks_total{{account=\"{}\"}} {n}",
+                esc(account)
+            );
+        }
         o
     }
 }

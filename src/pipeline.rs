@@ -79,7 +79,7 @@ pub struct RunReport {
     pub sinks: Vec<SinkReport>,
     /// Users retired because their account is no longer collected (left the config or the
     /// organization's scope); users retired by a narrower path prefix are in their account's report.
-    pub retired_accounts: usize,
+    pub retired_accounts: std::collections::BTreeMap<String, usize>,
     /// Stopped early by a shutdown.
     pub interrupted: bool,
     /// The process's peak resident memory so far (Linux), for the summary and benchmarks.
@@ -160,7 +160,8 @@ impl RunReport {
     }
     /// Out of scope (path prefix or account), not deleted.
     pub fn retired(&self) -> usize {
-        self.retired_accounts + self.accounts.iter().map(|a| a.retired).sum::<usize>()
+        self.retired_accounts.values().sum::<usize>()
+            + self.accounts.iter().map(|a| a.retired).sum::<usize>()
     }
 
     pub fn total_calls(&self) -> CallStats {
@@ -357,7 +358,7 @@ async fn run_locked(
 
         // Users of accounts no longer collected are retired (not deleted). Only when the scope is
         // known and the run was not cut short: an account that merely failed to connect is in scope.
-        let mut retired_accounts = 0;
+        let mut retired_accounts = std::collections::BTreeMap::new();
         match scope.filter(|_| !stopping(&options.stop)) {
             Some(scope) => {
                 let store = Arc::clone(store);
@@ -367,12 +368,12 @@ async fn run_locked(
                 })
                 .await
                 .map_err(|e| StoreError(format!("store write task failed: {e}")))??;
-                if !rows.is_empty() {
-                    let accounts: std::collections::BTreeSet<&str> =
-                        rows.iter().map(|r| r.account_id.as_str()).collect();
-                    tracing::warn!(users = rows.len(), accounts = ?accounts, "accounts no longer in the configuration: their users are retired from the snapshot (not deleted)");
+                for r in &rows {
+                    *retired_accounts.entry(r.account_id.clone()).or_default() += 1;
                 }
-                retired_accounts = rows.len();
+                if !rows.is_empty() {
+                    tracing::warn!(users = rows.len(), accounts = ?retired_accounts.keys().collect::<Vec<_>>(), "accounts no longer in the configuration: their users are retired from the snapshot (not deleted)");
+                }
                 changes.extend(rows);
             }
             None => tracing::debug!(

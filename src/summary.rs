@@ -118,10 +118,9 @@ pub fn summary(r: &RunReport) -> String {
             ));
         }
     }
-    if r.retired_accounts > 0 {
+    for (account, n) in &r.retired_accounts {
         s.push_str(&format!(
-            "  retired {} users of accounts no longer in the configuration (not deleted)\n",
-            r.retired_accounts
+            "  account {account}: no longer in the configuration; retired {n} users (not deleted)\n"
         ));
     }
     for k in &r.sinks {

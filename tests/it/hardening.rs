@@ -418,8 +418,9 @@ async fn accounts_that_leave_the_config_are_retired_and_failing_ones_are_kept() 
     let out = ws.run(&without, &["sync"], &[]).await;
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(
-        out.stderr
-            .contains("retired 2 users of accounts no longer in the configuration"),
+        out.stderr.contains(&format!(
+            "account {OTHER}: no longer in the configuration; retired 2 users"
+        )),
         "{}",
         out.stderr
     );
