@@ -2,9 +2,11 @@
 //! deny AssumeRole, throttle, page or slow down, HTTP receivers for sinks, and the real binary.
 #![allow(dead_code)]
 
+pub mod bulk_proxy;
 pub mod cli;
 pub mod hec;
 pub mod moto;
+pub mod opensearch;
 pub mod proxy;
 pub mod receiver;
 pub mod schema;
