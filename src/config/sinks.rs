@@ -8,12 +8,35 @@ use serde::{Deserialize, Serialize};
 use super::secret::{Secret, SinkUrl, check_http_url};
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
 pub enum SinkType {
+    /// A generic POST of NDJSON or a JSON array (v1).
     #[default]
+    #[serde(rename = "http")]
     Http,
+    /// NDJSON appended to a file.
+    #[serde(rename = "file")]
     File,
+    /// NDJSON on standard output.
+    #[serde(rename = "stdout")]
     Stdout,
+    /// Elasticsearch or OpenSearch `_bulk`.
+    #[serde(rename = "elasticsearch", alias = "opensearch")]
+    Elasticsearch,
+    /// Splunk HTTP Event Collector.
+    #[serde(rename = "splunk_hec")]
+    SplunkHec,
+}
+
+impl SinkType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SinkType::Http => "http",
+            SinkType::File => "file",
+            SinkType::Stdout => "stdout",
+            SinkType::Elasticsearch => "elasticsearch",
+            SinkType::SplunkHec => "splunk_hec",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, Hash)]
@@ -64,10 +87,10 @@ pub enum Compression {
 pub struct SinkConfig {
     /// Unique; the key of this sink's acknowledged state in the store.
     pub name: String,
-    /// `http` (default), `file` or `stdout`.
+    /// `http` (default), `file`, `stdout`, `elasticsearch` (or `opensearch`), `splunk_hec`.
     #[serde(default, rename = "type")]
     pub kind: SinkType,
-    /// http: where records are POSTed.
+    /// http: where records are POSTed; elasticsearch and splunk_hec: the base URL.
     #[serde(default)]
     pub url: Option<SinkUrl>,
     /// file: NDJSON appended here.
@@ -93,6 +116,33 @@ pub struct SinkConfig {
     /// http: `none` or `gzip` request bodies.
     #[serde(default)]
     pub compression: Compression,
+    /// elasticsearch: the index (or alias) records are written to; splunk_hec: the Splunk index
+    /// (unset: the token's default index).
+    pub index: Option<String>,
+    /// elasticsearch: user for Basic authentication (with `password`).
+    pub username: Option<String>,
+    /// elasticsearch: password for Basic authentication.
+    pub password: Option<Secret>,
+    /// elasticsearch: an API key, sent as `Authorization: ApiKey <api_key>` (the encoded key).
+    pub api_key: Option<Secret>,
+    /// elasticsearch: the ingest pipeline every document goes through.
+    pub pipeline: Option<String>,
+    /// splunk_hec: the HEC token (`Authorization: Splunk <token>`).
+    pub token: Option<Secret>,
+    /// splunk_hec: the event `source` (default `iam-inventory`).
+    pub source: Option<String>,
+    /// splunk_hec: the event `sourcetype` (default `ocsf:user_inventory`).
+    pub sourcetype: Option<String>,
+    /// splunk_hec: the event `host` (unset: Splunk's default for the token).
+    pub host: Option<String>,
+    /// splunk_hec: indexer acknowledgement: records count as delivered only once Splunk says they
+    /// are indexed (the token must have acknowledgement enabled).
+    #[serde(default)]
+    pub ack: bool,
+    /// splunk_hec with `ack`: how long to wait for a batch to be indexed before it is left for the
+    /// next sync.
+    #[serde(default = "default_ack_timeout_secs")]
+    pub ack_timeout_secs: u64,
 }
 
 fn default_batch_size() -> usize {
@@ -104,12 +154,140 @@ fn default_timeout_secs() -> u64 {
 fn default_max_retries() -> u32 {
     5
 }
+fn default_ack_timeout_secs() -> u64 {
+    120
+}
 
 impl SinkConfig {
     /// Every secret value this sink holds, to scrub from anything shown (answers that echo them).
     pub fn secret_values(&self) -> Vec<&str> {
-        self.headers.values().map(Secret::expose).collect()
+        self.headers
+            .values()
+            .chain(&self.password)
+            .chain(&self.api_key)
+            .chain(&self.token)
+            .map(Secret::expose)
+            .collect()
     }
+
+    /// The keys of this sink that only some kinds take, with the kinds that take them; a key set
+    /// on a kind that does not use it is a configuration error, not silently ignored.
+    fn kind_keys(&self) -> [(&'static str, bool, &'static [SinkType]); 12] {
+        use SinkType::*;
+        [
+            ("url", self.url.is_some(), &[Http, Elasticsearch, SplunkHec]),
+            ("path", self.path.is_some(), &[File]),
+            ("index", self.index.is_some(), &[Elasticsearch, SplunkHec]),
+            ("username", self.username.is_some(), &[Elasticsearch]),
+            ("password", self.password.is_some(), &[Elasticsearch]),
+            ("api_key", self.api_key.is_some(), &[Elasticsearch]),
+            ("pipeline", self.pipeline.is_some(), &[Elasticsearch]),
+            ("token", self.token.is_some(), &[SplunkHec]),
+            ("source", self.source.is_some(), &[SplunkHec]),
+            ("sourcetype", self.sourcetype.is_some(), &[SplunkHec]),
+            ("host", self.host.is_some(), &[SplunkHec]),
+            ("ack", self.ack, &[SplunkHec]),
+        ]
+    }
+}
+
+/// The kind-specific checks of one sink.
+fn validate_kind(key: &str, sink: &SinkConfig) -> Result<(), String> {
+    let kind = sink.kind.as_str();
+    for (name, set, kinds) in sink.kind_keys() {
+        if set && !kinds.contains(&sink.kind) {
+            let takes: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
+            return Err(format!(
+                "{key}.{name}: not a key of a {kind} sink (only of type {})",
+                takes.join(", ")
+            ));
+        }
+    }
+    let required = |name: &str, set: bool| {
+        if set {
+            Ok(())
+        } else {
+            Err(format!(
+                "{key}.{name}: required for a {kind} sink ({:?})",
+                sink.name
+            ))
+        }
+    };
+    match sink.kind {
+        SinkType::Http | SinkType::Elasticsearch | SinkType::SplunkHec => {
+            required("url", sink.url.is_some())?;
+            let url = sink.url.as_ref().map(SinkUrl::as_str).unwrap_or_default();
+            check_http_url(url).map_err(|m| format!("{key}.url: {m}"))?;
+        }
+        SinkType::File => {
+            required(
+                "path",
+                sink.path
+                    .as_ref()
+                    .is_some_and(|p| !p.as_os_str().is_empty()),
+            )?;
+        }
+        SinkType::Stdout => {}
+    }
+    match sink.kind {
+        SinkType::Elasticsearch => {
+            required("index", sink.index.is_some())?;
+            let index = sink.index.as_deref().unwrap_or_default();
+            check_es_index(index).map_err(|m| format!("{key}.index: {index:?} {m}"))?;
+            if sink.password.is_some() != sink.username.is_some() {
+                return Err(format!(
+                    "{key}.password: username and password go together (Basic authentication)"
+                ));
+            }
+            if sink.api_key.is_some() && sink.username.is_some() {
+                return Err(format!(
+                    "{key}.api_key: choose api_key or username/password, not both"
+                ));
+            }
+            if sink.pipeline.as_deref().is_some_and(str::is_empty) {
+                return Err(format!("{key}.pipeline: must not be empty"));
+            }
+        }
+        SinkType::SplunkHec => {
+            required("token", sink.token.is_some())?;
+            if !(1..=3600).contains(&sink.ack_timeout_secs) {
+                return Err(format!(
+                    "{key}.ack_timeout_secs: {} is out of range (1 to 3600)",
+                    sink.ack_timeout_secs
+                ));
+            }
+            for (name, value) in [
+                ("index", &sink.index),
+                ("source", &sink.source),
+                ("sourcetype", &sink.sourcetype),
+                ("host", &sink.host),
+            ] {
+                if value.as_deref().is_some_and(|v| v.trim().is_empty()) {
+                    return Err(format!("{key}.{name}: must not be empty"));
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Elasticsearch/OpenSearch index names: lowercase, none of `\ / * ? " < > | , #` or spaces, not
+/// starting with `-`, `_` or `+`, not `.` or `..`, at most 255 bytes.
+fn check_es_index(index: &str) -> Result<(), &'static str> {
+    if index.is_empty() || index.len() > 255 || index == "." || index == ".." {
+        return Err("is not an index name (1 to 255 bytes)");
+    }
+    if index.starts_with(['-', '_', '+']) {
+        return Err("must not start with -, _ or +");
+    }
+    if index
+        .chars()
+        .any(|c| c.is_uppercase() || c.is_whitespace() || "\\/*?\"<>|,#:".contains(c))
+    {
+        return Err("must be lowercase without spaces or any of \\ / * ? \" < > | , # :");
+    }
+    Ok(())
 }
 
 /// Checks every sink. Messages start with the key (`sinks[0].url: …`).
@@ -126,35 +304,7 @@ pub fn validate_sinks(sinks: &[SinkConfig]) -> Result<(), String> {
                 sink.name
             ));
         }
-        match sink.kind {
-            SinkType::Http => {
-                let url = sink.url.as_ref().map(SinkUrl::as_str).ok_or_else(|| {
-                    format!("{key}.url: required for an http sink ({:?})", sink.name)
-                })?;
-                check_http_url(url).map_err(|m| format!("{key}.url: {m}"))?;
-                if sink.path.is_some() {
-                    return Err(format!(
-                        "{key}.path: only for type = \"file\" (this sink is http)"
-                    ));
-                }
-            }
-            SinkType::File => {
-                if sink.path.as_ref().is_none_or(|p| p.as_os_str().is_empty()) {
-                    return Err(format!(
-                        "{key}.path: required for a file sink ({:?})",
-                        sink.name
-                    ));
-                }
-                if sink.url.is_some() {
-                    return Err(format!("{key}.url: only for type = \"http\""));
-                }
-            }
-            SinkType::Stdout => {
-                if sink.url.is_some() || sink.path.is_some() {
-                    return Err(format!("{key}: a stdout sink takes neither url nor path"));
-                }
-            }
-        }
+        validate_kind(&key, sink)?;
         if !(1..=10_000).contains(&sink.batch_size) {
             return Err(format!(
                 "{key}.batch_size: {} is out of range (1 to 10000)",
@@ -203,5 +353,16 @@ pub fn default_stdout_sink() -> SinkConfig {
         timeout_secs: default_timeout_secs(),
         max_retries: default_max_retries(),
         compression: Compression::None,
+        index: None,
+        username: None,
+        password: None,
+        api_key: None,
+        pipeline: None,
+        token: None,
+        source: None,
+        sourcetype: None,
+        host: None,
+        ack: false,
+        ack_timeout_secs: default_ack_timeout_secs(),
     }
 }

@@ -97,6 +97,7 @@ mod tests {
             user_name: uid.into(),
             content_hash: format!("h-{uid}"),
             record: format!("{{\"u\":\"{uid}\"}}"),
+            time_ms: 1,
             is_update,
             last_changed: 1,
         }

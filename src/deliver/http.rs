@@ -9,7 +9,7 @@ use reqwest::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use super::batch::Batch;
 use super::transport::{encode_body, exchange};
 use super::{Outcome, SinkReport};
-use crate::config::{SinkConfig, SinkFormat};
+use crate::config::{Compression, SinkConfig, SinkFormat};
 
 pub struct Http<'a> {
     pub client: &'a reqwest::Client,
@@ -40,7 +40,15 @@ impl super::Kind for Http<'_> {
                 .header("X-IAM-Inventory-Records", batch.records.len().to_string());
             with_headers(req, sink)
         };
-        match exchange(sink, build, body, report).await {
+        match exchange(
+            sink,
+            build,
+            body,
+            sink.compression == Compression::Gzip,
+            report,
+        )
+        .await
+        {
             Err(m) => Outcome::Down(m),
             Ok(r) if r.is_success() => Outcome::all_acked(batch),
             Ok(r) => Outcome::from_batch_status(r.status, r.describe(sink)),

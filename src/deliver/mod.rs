@@ -3,16 +3,19 @@
 //! independently: a slow or dead sink delays nobody else and loses nothing of its own.
 //!
 //! # The seam
-//! A sink *kind* (one file each: [`http`], [`file`], [`stdout`]) only turns a batch into a request
+//! A sink *kind* (one file each: [`http`], [`file`], [`stdout`], [`elasticsearch`],
+//! [`splunk_hec`]) only turns a batch into a request
 //! and the answer into an [`Outcome`]. Everything else is here, written once for every kind:
 //! paging through what is pending, modes, batching, splitting a refused batch, re-sending records
 //! the sink asked to have again, recording acknowledgements and rejections, and the report. HTTP
 //! retries, `Retry-After`, gzip and secret scrubbing are in [`transport`], shared by the HTTP kinds.
 
 pub mod batch;
+pub mod elasticsearch;
 pub mod file;
 pub mod http;
 pub mod retry;
+pub mod splunk_hec;
 pub mod stdout;
 pub mod transport;
 
@@ -139,7 +142,14 @@ pub async fn deliver_all(
                         run.deliver(&file::File::new(path)).await
                     }
                     (SinkType::Http, Ok(client)) => run.deliver(&http::Http { client, sink }).await,
-                    (SinkType::Http, Err(e)) => run.cannot_start(e.clone()),
+                    (SinkType::Elasticsearch, Ok(client)) => {
+                        run.deliver(&elasticsearch::Elasticsearch { client, sink })
+                            .await
+                    }
+                    (SinkType::SplunkHec, Ok(client)) => {
+                        run.deliver(&splunk_hec::SplunkHec::new(client, sink)).await
+                    }
+                    (_, Err(e)) => run.cannot_start(e.clone()),
                 }
             }
             .instrument(tracing::info_span!("sink", sink = %sink.name))

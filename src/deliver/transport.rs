@@ -56,7 +56,8 @@ impl Reply {
     }
 }
 
-/// The request body as it goes on the wire: gzip-compressed when the sink asks for it.
+/// The request body as it goes on the wire: gzip-compressed when the sink asks for it (then send
+/// it with `gzipped = sink.compression == Compression::Gzip`).
 pub fn encode_body(sink: &SinkConfig, raw: Vec<u8>) -> Result<Bytes, String> {
     if sink.compression != Compression::Gzip {
         return Ok(Bytes::from(raw));
@@ -76,16 +77,18 @@ pub fn encode_body(sink: &SinkConfig, raw: Vec<u8>) -> Result<Bytes, String> {
 /// is failing as a whole for this sync (retries exhausted, a redirect, `Retry-After` too long).
 ///
 /// `build` makes a fresh request for each attempt; the body is shared, not copied, between attempts.
+/// `gzipped` says whether `body` came out of [`encode_body`] compressed.
 pub async fn exchange(
     sink: &SinkConfig,
     build: impl Fn() -> reqwest::RequestBuilder,
     body: Bytes,
+    gzipped: bool,
     report: &mut SinkReport,
 ) -> Result<Reply, String> {
     let mut attempt = 0u32;
     loop {
         let mut req = build().timeout(Duration::from_secs(sink.timeout_secs));
-        if sink.compression == Compression::Gzip && !body.is_empty() {
+        if gzipped && !body.is_empty() {
             req = req.header(reqwest::header::CONTENT_ENCODING, "gzip");
         }
         if !body.is_empty() {

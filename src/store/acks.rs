@@ -13,6 +13,8 @@ pub struct PendingRecord {
     pub content_hash: String,
     /// The full OCSF record (with `time`), as JSON text.
     pub record: String,
+    /// The record's `time`: the last collection that saw it (epoch ms).
+    pub time_ms: i64,
     /// `false` = a create (never acknowledged by this sink), `true` = an update.
     pub is_update: bool,
     /// When the content last changed (epoch ms): tells apart two changes back to the same content.
@@ -63,6 +65,7 @@ impl Store {
                     uid: r.get(0)?,
                     content_hash: r.get(1)?,
                     record: with_time(&record, seen),
+                    time_ms: seen,
                     is_update: r.get(4)?,
                     last_changed: r.get(5)?,
                     user_name: r.get(6)?,

@@ -1,0 +1,302 @@
+//! `type = "elasticsearch"` (OpenSearch too): `POST {url}/_bulk`, one action/source pair per record,
+//! `_id` = `user.uid` (the ARN), so a re-send overwrites instead of duplicating.
+//!
+//! Modes become actions: create-update → `index`; create-only → `create` (a per-item 409 means the
+//! document is already there: acknowledged); update-only → `update` with `{"doc": …}` (a per-item 404
+//! means there is nothing to update: acknowledged and skipped).
+//!
+//! An HTTP 200 is not a delivery: every answer's `items[]` is walked, one item per record in request
+//! order. Items with 2xx are acknowledged; 408/429/5xx items are asked again (the seam re-sends them
+//! alone, with backoff); any other 4xx item (a mapping conflict, a pipeline failure) is that record's
+//! rejection, held back until its content changes. A whole-request 413 halves the batch.
+
+use base64::Engine as _;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use serde::Deserialize;
+
+use super::batch::Batch;
+use super::http::with_headers;
+use super::transport::{Reply, encode_body, exchange};
+use super::{Outcome, RecordOutcome, SinkReport};
+use crate::config::{Compression, SinkConfig, SinkMode};
+
+pub struct Elasticsearch<'a> {
+    pub client: &'a reqwest::Client,
+    pub sink: &'a SinkConfig,
+}
+
+/// The bulk action a mode uses.
+fn action(mode: SinkMode) -> &'static str {
+    match mode {
+        SinkMode::CreateUpdate => "index",
+        SinkMode::CreateOnly => "create",
+        SinkMode::UpdateOnly => "update",
+    }
+}
+
+/// The `_bulk` body: per record an action line and a source line, each ending in `\n` (the API
+/// refuses a body whose last line does not).
+pub fn encode(batch: &Batch<'_>, index: &str, mode: SinkMode) -> Vec<u8> {
+    let act = action(mode);
+    let index = serde_json::to_string(index).unwrap_or_default();
+    let size: usize = batch
+        .records
+        .iter()
+        .map(|r| r.record.len() + r.uid.len() + index.len() + 40)
+        .sum();
+    let mut body = Vec::with_capacity(size);
+    for r in &batch.records {
+        let id = serde_json::to_string(&r.uid).unwrap_or_default();
+        body.extend_from_slice(
+            format!("{{\"{act}\":{{\"_index\":{index},\"_id\":{id}}}}}\n").as_bytes(),
+        );
+        if mode == SinkMode::UpdateOnly {
+            body.extend_from_slice(b"{\"doc\":");
+            body.extend_from_slice(r.record.as_bytes());
+            body.extend_from_slice(b"}\n");
+        } else {
+            body.extend_from_slice(r.record.as_bytes());
+            body.push(b'\n');
+        }
+    }
+    body
+}
+
+#[derive(Deserialize)]
+struct BulkAnswer {
+    #[serde(default)]
+    items: Vec<std::collections::HashMap<String, Item>>,
+}
+
+#[derive(Deserialize)]
+struct Item {
+    #[serde(default)]
+    status: u16,
+    #[serde(default)]
+    error: Option<serde_json::Value>,
+}
+
+/// What one item of a `_bulk` answer means for its record.
+fn item_outcome(mode: SinkMode, item: &Item) -> RecordOutcome {
+    let status = item.status;
+    let done = (200..300).contains(&status)
+        || (mode == SinkMode::CreateOnly && status == 409)
+        || (mode == SinkMode::UpdateOnly && status == 404);
+    if done {
+        return RecordOutcome::Acked;
+    }
+    let reason = match &item.error {
+        Some(serde_json::Value::Object(e)) => format!(
+            "{status} {}: {}",
+            e.get("type").and_then(|v| v.as_str()).unwrap_or("error"),
+            e.get("reason").and_then(|v| v.as_str()).unwrap_or("")
+        ),
+        Some(other) => format!("{status} {other}"),
+        None => format!("{status}"),
+    };
+    if status == 408 || status == 429 || status >= 500 {
+        RecordOutcome::Retry(format!("_bulk item {reason}"))
+    } else {
+        RecordOutcome::Rejected(format!("_bulk item {}", crate::text::excerpt(&reason, 300)))
+    }
+}
+
+/// Reads a 2xx `_bulk` answer into one outcome per record.
+pub fn read_answer(mode: SinkMode, body: &[u8], records: usize) -> Outcome {
+    let answer: BulkAnswer = match serde_json::from_slice(body) {
+        Ok(a) => a,
+        Err(e) => {
+            return Outcome::Failed(format!(
+                "the _bulk answer is not readable ({e}); nothing acknowledged"
+            ));
+        }
+    };
+    if answer.items.len() != records {
+        return Outcome::Failed(format!(
+            "the _bulk answer has {} items for {records} records; nothing acknowledged",
+            answer.items.len()
+        ));
+    }
+    Outcome::Records(
+        answer
+            .items
+            .iter()
+            .map(|item| match item.values().next() {
+                Some(i) => item_outcome(mode, i),
+                None => RecordOutcome::Retry("an empty _bulk item".into()),
+            })
+            .collect(),
+    )
+}
+
+impl Elasticsearch<'_> {
+    fn base(&self) -> &str {
+        self.sink
+            .url
+            .as_ref()
+            .map(|u| u.as_str().trim_end_matches('/'))
+            .unwrap_or_default()
+    }
+
+    /// The `Authorization` header: Basic or ApiKey (custom `headers` may carry it instead).
+    fn auth(&self) -> Option<HeaderValue> {
+        let s = self.sink;
+        let value = match (&s.username, &s.password, &s.api_key) {
+            (Some(user), Some(pass), _) => {
+                let raw = format!("{user}:{}", pass.expose());
+                format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(raw)
+                )
+            }
+            (_, _, Some(key)) => format!("ApiKey {}", key.expose()),
+            _ => return None,
+        };
+        let mut v = HeaderValue::from_str(&value).ok()?;
+        v.set_sensitive(true);
+        Some(v)
+    }
+
+    /// A request to `{url}{path}` with the sink's authentication and headers.
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let mut req = self
+            .client
+            .request(method, format!("{}{path}", self.base()));
+        if let Some(auth) = self.auth() {
+            req = req.header(AUTHORIZATION, auth);
+        }
+        with_headers(req, self.sink)
+    }
+
+    fn bulk_path(&self) -> String {
+        match &self.sink.pipeline {
+            Some(p) => format!("/_bulk?pipeline={}", url_component(p)),
+            None => "/_bulk".into(),
+        }
+    }
+
+    /// Reads a final answer to a `_bulk` request.
+    fn outcome(&self, reply: Reply, records: usize) -> Outcome {
+        if reply.is_success() {
+            return read_answer(self.sink.mode, &reply.body, records);
+        }
+        let message = reply.describe(self.sink);
+        match reply.status {
+            401 | 403 => Outcome::Down(format!(
+                "{message} (the cluster refused the sink's credentials: check username/password, api_key or headers)"
+            )),
+            status => Outcome::from_batch_status(status, message),
+        }
+    }
+}
+
+/// Percent-encodes a query value.
+fn url_component(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+impl super::Kind for Elasticsearch<'_> {
+    async fn send(&self, batch: &Batch<'_>, report: &mut SinkReport) -> Outcome {
+        let sink = self.sink;
+        let index = sink.index.as_deref().unwrap_or_default();
+        let body = match encode_body(sink, encode(batch, index, sink.mode)) {
+            Ok(b) => b,
+            Err(m) => return Outcome::Down(m),
+        };
+        let path = self.bulk_path();
+        let build = || {
+            self.request(reqwest::Method::POST, &path)
+                .header(CONTENT_TYPE, "application/x-ndjson")
+        };
+        match exchange(
+            sink,
+            build,
+            body,
+            sink.compression == Compression::Gzip,
+            report,
+        )
+        .await
+        {
+            Err(m) => Outcome::Down(m),
+            Ok(reply) => self.outcome(reply, batch.records.len()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::acks::PendingRecord;
+
+    fn rec(uid: &str) -> PendingRecord {
+        PendingRecord {
+            uid: uid.into(),
+            user_name: uid.into(),
+            content_hash: "h".into(),
+            record: format!("{{\"time\":1,\"user\":{{\"uid\":\"{uid}\"}}}}"),
+            time_ms: 1,
+            is_update: false,
+            last_changed: 1,
+        }
+    }
+
+    #[test]
+    fn bodies_pair_actions_with_sources_and_end_with_a_newline() {
+        let (a, b) = (
+            rec("arn:aws:iam::1:user/a"),
+            rec("arn:aws:iam::1:user/\"b\""),
+        );
+        let batch = Batch {
+            is_update: false,
+            records: vec![&a, &b],
+        };
+        let body = String::from_utf8(encode(&batch, "iam-users", SinkMode::CreateUpdate)).unwrap();
+        let lines: Vec<&str> = body.lines().collect();
+        assert_eq!(lines.len(), 4);
+        assert!(body.ends_with('\n'));
+        let action: serde_json::Value = serde_json::from_str(lines[2]).unwrap();
+        assert_eq!(action["index"]["_id"], "arn:aws:iam::1:user/\"b\"");
+        assert_eq!(action["index"]["_index"], "iam-users");
+        let update = String::from_utf8(encode(&batch, "i", SinkMode::UpdateOnly)).unwrap();
+        let doc: serde_json::Value = serde_json::from_str(update.lines().nth(1).unwrap()).unwrap();
+        assert_eq!(doc["doc"]["user"]["uid"], "arn:aws:iam::1:user/a");
+        assert!(update.starts_with("{\"update\":"));
+    }
+
+    #[test]
+    fn items_are_read_per_record() {
+        let body = br#"{"took":3,"errors":true,"items":[
+            {"create":{"_id":"a","status":201}},
+            {"create":{"_id":"b","status":409,"error":{"type":"version_conflict_engine_exception","reason":"exists"}}},
+            {"create":{"_id":"c","status":429,"error":{"type":"es_rejected_execution_exception","reason":"queue full"}}},
+            {"create":{"_id":"d","status":400,"error":{"type":"mapper_parsing_exception","reason":"bad field"}}}]}"#;
+        let Outcome::Records(out) = read_answer(SinkMode::CreateOnly, body, 4) else {
+            panic!("records expected");
+        };
+        assert_eq!(out[0], RecordOutcome::Acked);
+        assert_eq!(out[1], RecordOutcome::Acked, "409 on create: already there");
+        assert!(matches!(out[2], RecordOutcome::Retry(_)));
+        assert_eq!(
+            out[3],
+            RecordOutcome::Rejected("_bulk item 400 mapper_parsing_exception: bad field".into())
+        );
+        // The same 409 under create-update is not a success.
+        let Outcome::Records(out) = read_answer(SinkMode::CreateUpdate, body, 4) else {
+            panic!("records expected");
+        };
+        assert!(matches!(out[1], RecordOutcome::Rejected(_)));
+        // An answer that does not match the request acknowledges nothing.
+        assert!(matches!(
+            read_answer(SinkMode::CreateOnly, body, 5),
+            Outcome::Failed(_)
+        ));
+    }
+}
