@@ -36,12 +36,32 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     let config = Config::load(&cli.config)?;
     match cli.command {
-        Command::CheckConfig => {
-            let mut out = std::io::stdout().lock();
-            out.write_all(config.to_redacted_toml().as_bytes())?;
-            out.flush()?;
+        Command::CheckConfig { connect } => {
+            {
+                let mut out = std::io::stdout().lock();
+                out.write_all(config.to_redacted_toml().as_bytes())?;
+                out.flush()?;
+            }
             eprintln!("config {} is valid", cli.config.display());
-            Ok(0)
+            if !connect {
+                return Ok(0);
+            }
+            let sinks = config.effective_sinks();
+            let (aws, sinks) = tokio::join!(
+                crate::collect::probe::probe_aws(&config.aws),
+                crate::deliver::probe::probe_sinks(&sinks)
+            );
+            let mut failed = 0;
+            for (target, result) in aws.into_iter().chain(sinks) {
+                match result {
+                    Ok(found) => eprintln!("ok      {target}: {found}"),
+                    Err(wrong) => {
+                        failed += 1;
+                        eprintln!("FAILED  {target}: {wrong}");
+                    }
+                }
+            }
+            Ok(if failed > 0 { EXIT_FATAL } else { 0 })
         }
         Command::Sync { dry_run } => {
             let mode = if dry_run {

@@ -64,5 +64,11 @@ pub enum Command {
     /// Prints the current snapshot as OCSF 5003 NDJSON.
     Export,
     /// Validates the config and prints it resolved, secrets redacted.
-    CheckConfig,
+    CheckConfig {
+        /// Also connect: the AWS credentials and each role (GetCallerIdentity, AssumeRole, one
+        /// ListUsers) and each sink (a probe that sends no record); one line per target on
+        /// stderr, exit 1 if any failed.
+        #[arg(long)]
+        connect: bool,
+    },
 }

@@ -10,6 +10,7 @@ pub mod bulk;
 pub mod calls;
 pub mod enrich;
 pub mod error;
+pub mod probe;
 pub mod report;
 pub mod users;
 

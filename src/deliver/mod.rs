@@ -14,6 +14,7 @@ pub mod batch;
 pub mod elasticsearch;
 pub mod file;
 pub mod http;
+pub mod probe;
 pub mod retry;
 pub mod splunk_hec;
 pub mod stdout;

@@ -10,6 +10,7 @@ mod daemon;
 mod fixtures;
 mod hardening;
 mod paging;
+mod siem;
 mod sinks;
 mod store;
 mod strategies;
