@@ -187,7 +187,8 @@ impl<'a> SplunkHec<'a> {
             tokio::time::Instant::now() + Duration::from_secs(self.sink.ack_timeout_secs);
         let path = format!("/services/collector/ack?channel={}", self.channel);
         let body = Bytes::from(format!("{{\"acks\":[{ack_id}]}}"));
-        let mut pause = Duration::from_millis(100);
+        // Splunk usually confirms within seconds: ask early, then back off to every 2 s.
+        let mut pause = Duration::from_millis(20);
         loop {
             tokio::time::sleep(pause).await;
             let build = || {

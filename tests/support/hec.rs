@@ -442,6 +442,15 @@ impl Hec {
     pub fn ack_polls(&self) -> usize {
         self.inner.lock().unwrap().ack_polls
     }
+
+    /// Forgets what was received and indexed (acks in flight are kept): for benchmarks, where
+    /// keeping every envelope would make later requests slower than earlier ones.
+    pub fn clear(&self) {
+        let mut g = self.inner.lock().unwrap();
+        g.indexed.clear();
+        g.lost.clear();
+        g.requests.clear();
+    }
 }
 
 impl Drop for Hec {
