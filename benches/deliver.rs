@@ -119,7 +119,7 @@ async fn main() {
         count.store(0, Ordering::Relaxed);
         let sinks = [sink(name, &url, extra)];
         let started = Instant::now();
-        let report = deliver_all(&store, &sinks, &client, now_ms, None).await;
+        let report = deliver_all(&store, &sinks, &client, now_ms, run_id, None).await;
         let secs = started.elapsed().as_secs_f64();
         assert_eq!(report[0].acknowledged, n as u64, "{report:?}");
         assert_eq!(report[0].pending, 0);
@@ -257,7 +257,7 @@ async fn siem(m: usize) {
         hec.clear();
         hec_ack.clear();
         let started = Instant::now();
-        let report = deliver_all(&store, &[sink], &Ok(client.clone()), now_ms, None).await;
+        let report = deliver_all(&store, &[sink], &Ok(client.clone()), now_ms, run_id, None).await;
         let rate = m as f64 / started.elapsed().as_secs_f64();
         assert_eq!(report[0].acknowledged, m as u64, "{report:?}");
         println!(

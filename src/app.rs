@@ -129,6 +129,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 since_ms,
                 account,
                 user,
+                with_records: format == ChangesFormat::Ocsf,
             })?;
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
@@ -139,6 +140,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                     }
                 }
                 ChangesFormat::Table => write!(out, "{}", changes_table(&rows))?,
+                ChangesFormat::Ocsf => {
+                    for event in rows.iter().flat_map(ChangeRow::events) {
+                        writeln!(out, "{event}")?;
+                    }
+                }
             }
             out.flush()?;
             Ok(0)

@@ -34,6 +34,9 @@ pub enum LogFormat {
 pub enum ChangesFormat {
     Table,
     Json,
+    /// OCSF 1.6.0 class 3001 Account Change events, one per line (what `events = ["changes"]`
+    /// sinks receive).
+    Ocsf,
 }
 
 #[derive(Debug, Subcommand)]
@@ -57,7 +60,7 @@ pub enum Command {
         /// Only this user (name or ARN).
         #[arg(long)]
         user: Option<String>,
-        /// `table` for people, `json` (one object per line) for scripts.
+        /// `table` for people, `json` (one object per line) for scripts, `ocsf` for OCSF 3001 events.
         #[arg(long, value_enum, default_value_t = ChangesFormat::Table)]
         format: ChangesFormat,
     },

@@ -80,6 +80,8 @@ pub struct RunReport {
     /// Users retired because their account is no longer collected (left the config or the
     /// organization's scope); users retired by a narrower path prefix are in their account's report.
     pub retired_accounts: std::collections::BTreeMap<String, usize>,
+    /// Change-log rows pruned by `store.changes_retention_days`.
+    pub pruned: Pruned,
     /// Stopped early by a shutdown.
     pub interrupted: bool,
     /// The process's peak resident memory so far (Linux), for the summary and benchmarks.
@@ -126,10 +128,12 @@ impl RunReport {
         let account_failed = self.accounts.iter().any(|a| !a.ok);
         // A record rejected in this sync was not delivered: partial, so cron and alerts notice.
         // Later syncs count it (`rejected`) without failing again until its content changes.
-        let sink_behind = self
-            .sinks
-            .iter()
-            .any(|s| s.pending > 0 || s.error.is_some() || !s.rejected_now.is_empty());
+        let sink_behind = self.sinks.iter().any(|s| {
+            s.pending > 0
+                || s.changes_pending > 0
+                || s.error.is_some()
+                || !s.rejected_now.is_empty()
+        });
         if account_failed || sink_behind {
             RunStatus::Partial
         } else {
@@ -390,9 +394,15 @@ async fn run_locked(
                 &config.effective_sinks(),
                 &client,
                 now_ms,
+                run_id,
                 options.stop.clone(),
             )
             .await
+        };
+        let pruned = if options.dry_run || config.store.changes_retention_days == 0 {
+            Pruned::default()
+        } else {
+            prune(config, store).await?
         };
         let report = RunReport {
             run_id: (!options.dry_run).then_some(run_id),
@@ -402,6 +412,7 @@ async fn run_locked(
             accounts: reports,
             sinks,
             retired_accounts,
+            pruned,
             interrupted: stopping(&options.stop),
             peak_rss_bytes: peak_rss_bytes(),
         };
@@ -410,6 +421,45 @@ async fn run_locked(
     }
     .instrument(span)
     .await
+}
+
+/// What retention pruned from the change log.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Pruned {
+    pub changes: u64,
+    /// Sinks that take change events and had not delivered some of the pruned rows: events lost
+    /// to retention (the sink was down longer than `store.changes_retention_days`).
+    pub undelivered: std::collections::BTreeMap<String, u64>,
+}
+
+/// Drops change rows older than the retention, saying so when an events sink had not delivered
+/// them yet.
+async fn prune(config: &Config, store: &Arc<Store>) -> Result<Pruned, StoreError> {
+    let days = i64::try_from(config.store.changes_retention_days).unwrap_or(i64::MAX / 2);
+    let before = now_ms().saturating_sub(days.saturating_mul(86_400_000));
+    let events_sinks: Vec<String> = config
+        .effective_sinks()
+        .into_iter()
+        .filter(|s| s.takes(crate::config::EventStream::Changes))
+        .map(|s| s.name)
+        .collect();
+    let store = Arc::clone(store);
+    let (changes, lost) = tokio::task::spawn_blocking(move || {
+        let names: Vec<&str> = events_sinks.iter().map(String::as_str).collect();
+        store.prune_changes(before, &names)
+    })
+    .await
+    .map_err(|e| StoreError(format!("store write task failed: {e}")))??;
+    for (sink, n) in &lost {
+        tracing::warn!(sink = %sink, changes = n, retention_days = days, "change events pruned before this sink delivered them (it was behind longer than store.changes_retention_days)");
+    }
+    if changes > 0 {
+        tracing::info!(changes, retention_days = days, "old change-log rows pruned");
+    }
+    Ok(Pruned {
+        changes,
+        undelivered: lost.into_iter().collect(),
+    })
 }
 
 /// Transforms one collected account and writes it to the store (one transaction).

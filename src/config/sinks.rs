@@ -64,6 +64,16 @@ impl SinkMode {
     }
 }
 
+/// What a sink receives (`events`).
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "kebab-case")]
+pub enum EventStream {
+    /// OCSF 5003 records of created and updated users, per the sink's `mode`.
+    Inventory,
+    /// One OCSF 3001 Account Change event per change, deletions included, in change order.
+    Changes,
+}
+
 #[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum SinkFormat {
@@ -98,6 +108,11 @@ pub struct SinkConfig {
     /// Which changes this sink receives.
     #[serde(default)]
     pub mode: SinkMode,
+    /// `["inventory"]` (default), `["changes"]` or both: 5003 records and/or 3001 change events.
+    #[serde(default = "default_events")]
+    pub events: Vec<EventStream>,
+    /// elasticsearch: where change events go (default `<index>-changes`).
+    pub events_index: Option<String>,
     /// http: request body shape.
     #[serde(default)]
     pub format: SinkFormat,
@@ -154,12 +169,29 @@ fn default_timeout_secs() -> u64 {
 fn default_max_retries() -> u32 {
     5
 }
+fn default_events() -> Vec<EventStream> {
+    vec![EventStream::Inventory]
+}
 fn default_ack_timeout_secs() -> u64 {
     120
 }
 
 impl SinkConfig {
     /// Every secret value this sink holds, to scrub from anything shown (answers that echo them).
+    pub fn takes(&self, stream: EventStream) -> bool {
+        self.events.contains(&stream)
+    }
+
+    /// elasticsearch: the index change events go to.
+    pub fn events_index(&self) -> String {
+        self.events_index.clone().unwrap_or_else(|| {
+            format!(
+                "{}-changes",
+                self.index.as_deref().unwrap_or("iam-inventory")
+            )
+        })
+    }
+
     pub fn secret_values(&self) -> Vec<&str> {
         self.headers
             .values()
@@ -172,7 +204,7 @@ impl SinkConfig {
 
     /// The keys of this sink that only some kinds take, with the kinds that take them; a key set
     /// on a kind that does not use it is a configuration error, not silently ignored.
-    fn kind_keys(&self) -> [(&'static str, bool, &'static [SinkType]); 12] {
+    fn kind_keys(&self) -> [(&'static str, bool, &'static [SinkType]); 13] {
         use SinkType::*;
         [
             ("url", self.url.is_some(), &[Http, Elasticsearch, SplunkHec]),
@@ -182,6 +214,11 @@ impl SinkConfig {
             ("password", self.password.is_some(), &[Elasticsearch]),
             ("api_key", self.api_key.is_some(), &[Elasticsearch]),
             ("pipeline", self.pipeline.is_some(), &[Elasticsearch]),
+            (
+                "events_index",
+                self.events_index.is_some(),
+                &[Elasticsearch],
+            ),
             ("token", self.token.is_some(), &[SplunkHec]),
             ("source", self.source.is_some(), &[SplunkHec]),
             ("sourcetype", self.sourcetype.is_some(), &[SplunkHec]),
@@ -244,6 +281,9 @@ fn validate_kind(key: &str, sink: &SinkConfig) -> Result<(), String> {
                     "{key}.api_key: choose api_key or username/password, not both"
                 ));
             }
+            if let Some(ev) = &sink.events_index {
+                check_es_index(ev).map_err(|m| format!("{key}.events_index: {ev:?} {m}"))?;
+            }
             if sink.pipeline.as_deref().is_some_and(str::is_empty) {
                 return Err(format!("{key}.pipeline: must not be empty"));
             }
@@ -305,6 +345,17 @@ pub fn validate_sinks(sinks: &[SinkConfig]) -> Result<(), String> {
             ));
         }
         validate_kind(&key, sink)?;
+        if sink.events.is_empty() {
+            return Err(format!(
+                "{key}.events: must name at least one of \"inventory\", \"changes\""
+            ));
+        }
+        let mut streams = sink.events.clone();
+        streams.sort();
+        streams.dedup();
+        if streams.len() != sink.events.len() {
+            return Err(format!("{key}.events: lists a stream twice"));
+        }
         if !(1..=10_000).contains(&sink.batch_size) {
             return Err(format!(
                 "{key}.batch_size: {} is out of range (1 to 10000)",
@@ -347,6 +398,8 @@ pub fn default_stdout_sink() -> SinkConfig {
         url: None,
         path: None,
         mode: SinkMode::CreateUpdate,
+        events: default_events(),
+        events_index: None,
         format: SinkFormat::Ndjson,
         batch_size: default_batch_size(),
         headers: BTreeMap::new(),

@@ -14,6 +14,9 @@ pub struct StoreConfig {
     /// gives up with "store in use".
     #[serde(default = "default_lock_wait_secs")]
     pub lock_wait_secs: u64,
+    /// Change-log rows older than this many days are pruned after each sync (0 = keep forever).
+    #[serde(default = "default_changes_retention_days")]
+    pub changes_retention_days: u64,
 }
 
 impl Default for StoreConfig {
@@ -21,12 +24,16 @@ impl Default for StoreConfig {
         StoreConfig {
             path: default_store_path(),
             lock_wait_secs: default_lock_wait_secs(),
+            changes_retention_days: default_changes_retention_days(),
         }
     }
 }
 
 fn default_lock_wait_secs() -> u64 {
     60
+}
+fn default_changes_retention_days() -> u64 {
+    90
 }
 fn default_store_path() -> PathBuf {
     PathBuf::from("data/iam-inventory.db")
@@ -39,6 +46,12 @@ impl StoreConfig {
             return Err(format!(
                 "store.lock_wait_secs: {} is out of range (0 to 86400)",
                 self.lock_wait_secs
+            ));
+        }
+        if self.changes_retention_days > 36_500 {
+            return Err(format!(
+                "store.changes_retention_days: {} is out of range (0 to 36500; 0 keeps every change)",
+                self.changes_retention_days
             ));
         }
         if self.path.as_os_str().is_empty() {

@@ -5,9 +5,11 @@ use sha2::{Digest, Sha256};
 use crate::config::SinkFormat;
 use crate::store::acks::PendingRecord;
 
-/// Records of one kind (all creates or all updates), at most `batch_size` of them.
+/// Records of one kind (all creates or all updates), at most `batch_size` of them; or OCSF 3001
+/// change events (`events`), whose `uid` is the event's `metadata.uid`.
 pub struct Batch<'a> {
     pub is_update: bool,
+    pub events: bool,
     pub records: Vec<&'a PendingRecord>,
 }
 
@@ -20,6 +22,7 @@ pub fn batches(page: &[PendingRecord], batch_size: usize) -> Vec<Batch<'_>> {
         for chunk in of_kind.chunks(batch_size.max(1)) {
             out.push(Batch {
                 is_update,
+                events: false,
                 records: chunk.to_vec(),
             });
         }
@@ -60,7 +63,11 @@ impl Batch<'_> {
 
     /// Which kind of change the batch carries (`X-IAM-Inventory-Change`).
     pub fn change_kind(&self) -> &'static str {
-        if self.is_update { "update" } else { "create" }
+        match (self.events, self.is_update) {
+            (true, _) => "event",
+            (false, true) => "update",
+            (false, false) => "create",
+        }
     }
 
     /// Stable for the same sink, kind and record versions (user, content hash and the time that

@@ -34,9 +34,20 @@ fn action(mode: SinkMode) -> &'static str {
     }
 }
 
+/// The mode a batch is sent under: change events are always `create`d (`_id` = `metadata.uid`, so a
+/// re-sent event is a 409, already delivered).
+fn batch_mode(batch: &Batch<'_>, mode: SinkMode) -> SinkMode {
+    if batch.events {
+        SinkMode::CreateOnly
+    } else {
+        mode
+    }
+}
+
 /// The `_bulk` body: per record an action line and a source line, each ending in `\n` (the API
 /// refuses a body whose last line does not).
 pub fn encode(batch: &Batch<'_>, index: &str, mode: SinkMode) -> Vec<u8> {
+    let mode = batch_mode(batch, mode);
     let act = action(mode);
     let index = serde_json::to_string(index).unwrap_or_default();
     let size: usize = batch
@@ -176,9 +187,10 @@ impl Elasticsearch<'_> {
     }
 
     /// Reads a final answer to a `_bulk` request.
-    fn outcome(&self, reply: Reply, records: usize) -> Outcome {
+    fn outcome(&self, reply: Reply, batch: &Batch<'_>) -> Outcome {
         if reply.is_success() {
-            return read_answer(self.sink.mode, &reply.body, records);
+            let mode = batch_mode(batch, self.sink.mode);
+            return read_answer(mode, &reply.body, batch.records.len());
         }
         let message = reply.describe(self.sink);
         match reply.status {
@@ -206,8 +218,12 @@ fn url_component(s: &str) -> String {
 impl super::Kind for Elasticsearch<'_> {
     async fn send(&self, batch: &Batch<'_>, report: &mut SinkReport) -> Outcome {
         let sink = self.sink;
-        let index = sink.index.as_deref().unwrap_or_default();
-        let body = match encode_body(sink, encode(batch, index, sink.mode)) {
+        let index = if batch.events {
+            sink.events_index()
+        } else {
+            sink.index.clone().unwrap_or_default()
+        };
+        let body = match encode_body(sink, encode(batch, &index, sink.mode)) {
             Ok(b) => b,
             Err(m) => return Outcome::Down(m),
         };
@@ -226,7 +242,7 @@ impl super::Kind for Elasticsearch<'_> {
         .await
         {
             Err(m) => Outcome::Down(m),
-            Ok(reply) => self.outcome(reply, batch.records.len()),
+            Ok(reply) => self.outcome(reply, batch),
         }
     }
 }
@@ -256,6 +272,7 @@ mod tests {
         );
         let batch = Batch {
             is_update: false,
+            events: false,
             records: vec![&a, &b],
         };
         let body = String::from_utf8(encode(&batch, "iam-users", SinkMode::CreateUpdate)).unwrap();

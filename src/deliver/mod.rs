@@ -25,7 +25,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use tracing::Instrument;
 
-use crate::config::{SinkConfig, SinkType};
+use crate::config::{EventStream, SinkConfig, SinkType};
 use crate::store::Store;
 use crate::store::acks::PendingRecord;
 use batch::{Batch, batches};
@@ -46,8 +46,13 @@ pub struct SinkReport {
     pub pending: u64,
     /// Records the sink refuses in their current content (held back until their content changes).
     pub rejected: u64,
-    /// The records this sync saw rejected, by user, with the sink's reason.
+    /// The records (or change events) this sync saw rejected, by user, with the sink's reason.
     pub rejected_now: Vec<RejectedRecord>,
+    /// `events = ["changes"]`: OCSF 3001 events put on the wire, and acknowledged.
+    pub events_sent: u64,
+    pub events_acknowledged: u64,
+    /// `events = ["changes"]`: change-log rows whose events this sink still needs.
+    pub changes_pending: u64,
     pub requests: u64,
     pub failed_requests: u64,
     pub retries: u64,
@@ -118,12 +123,14 @@ pub trait Kind {
     ) -> impl std::future::Future<Output = Outcome> + Send;
 }
 
-/// Delivers to every sink at once and reports each.
+/// Delivers to every sink at once and reports each. `run_id` is the run whose changes a sink that
+/// takes change events for the first time starts with.
 pub async fn deliver_all(
     store: &Arc<Store>,
     sinks: &[SinkConfig],
     client: &Result<reqwest::Client, String>,
     now_ms: fn() -> i64,
+    run_id: i64,
     stop: Option<tokio::sync::watch::Receiver<bool>>,
 ) -> Vec<SinkReport> {
     let tasks = sinks.iter().map(|sink| {
@@ -133,6 +140,7 @@ pub async fn deliver_all(
                 store,
                 sink,
                 now_ms,
+                run_id,
                 stop,
             };
             async {
@@ -165,8 +173,15 @@ struct Delivery<'a> {
     store: &'a Store,
     sink: &'a SinkConfig,
     now_ms: fn() -> i64,
+    run_id: i64,
     stop: Option<tokio::sync::watch::Receiver<bool>>,
 }
+
+/// What the shared loop tells its caller as records of a batch are settled: the acknowledged ones
+/// and the rejected ones (with the sink's reason). `Err` stops the sink (the store failed).
+type Settle<'s, 'r> = dyn FnMut(&[&'r PendingRecord], &[(&'r PendingRecord, String)], &mut SinkReport) -> Result<(), ()>
+    + Send
+    + 's;
 
 impl Delivery<'_> {
     fn new_report(&self) -> SinkReport {
@@ -191,8 +206,24 @@ impl Delivery<'_> {
 
     async fn deliver<K: Kind>(&self, kind: &K) -> SinkReport {
         let mut report = self.new_report();
+        let mut up = true;
+        if self.sink.takes(EventStream::Inventory) {
+            up = self.deliver_inventory(kind, &mut report).await.is_ok();
+        }
+        if self.sink.takes(EventStream::Changes) && up && !self.stopping() {
+            self.deliver_events(kind, &mut report).await;
+        }
+        self.finish(report)
+    }
+
+    /// The 5003 records this sink still needs under its mode. `Err` = the sink is down.
+    async fn deliver_inventory<K: Kind>(
+        &self,
+        kind: &K,
+        report: &mut SinkReport,
+    ) -> Result<(), ()> {
         let mut after = String::new();
-        'pages: loop {
+        loop {
             let page = match self.store.pending(
                 &self.sink.name,
                 self.sink.mode,
@@ -202,48 +233,165 @@ impl Delivery<'_> {
                 Ok(p) => p,
                 Err(e) => {
                     report.error = Some(e.to_string());
-                    break;
+                    return Err(());
                 }
             };
-            let Some(last) = page.last() else { break };
+            let Some(last) = page.last() else {
+                return Ok(());
+            };
             after = last.uid.clone();
             for batch in batches(&page, self.sink.batch_size) {
                 // Between batches is a safe point: everything sent so far is acknowledged.
                 if self.stopping() {
-                    break 'pages;
+                    return Ok(());
                 }
                 report.sent += batch.records.len() as u64;
-                if self.deliver_batch(kind, batch, &mut report).await.is_err() {
-                    break 'pages;
+                let mut settle = |acked: &[&PendingRecord],
+                                  rejected: &[(&PendingRecord, String)],
+                                  report: &mut SinkReport| {
+                    self.record(acked, rejected, report)
+                };
+                self.deliver_batch(kind, batch, report, &mut settle).await?;
+            }
+        }
+    }
+
+    /// The OCSF 3001 events of every change after this sink's cursor, in change order. The cursor
+    /// moves past a change row only once every event of it is acknowledged (or rejected, which is
+    /// reported and not retried: one poison event must not stop every later one); the first event
+    /// not delivered stops the stream for this sync, and the next sync starts again from it.
+    async fn deliver_events<K: Kind>(&self, kind: &K, report: &mut SinkReport) {
+        let name = &self.sink.name;
+        let mut cursor = match self.store.event_cursor(name, self.run_id) {
+            Ok(c) => c,
+            Err(e) => {
+                report.error = Some(e.to_string());
+                return;
+            }
+        };
+        loop {
+            let rows = match self.store.changes_after(cursor, PAGE) {
+                Ok(r) => r,
+                Err(e) => {
+                    report.error = Some(e.to_string());
+                    return;
+                }
+            };
+            let Some(last_row) = rows.last().and_then(|r| r.id) else {
+                return;
+            };
+            let events: Vec<(i64, PendingRecord)> = rows
+                .iter()
+                .flat_map(|row| {
+                    let id = row.id.unwrap_or_default();
+                    row.events().into_iter().map(move |e| {
+                        let uid = e["metadata"]["uid"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_string();
+                        (
+                            id,
+                            PendingRecord {
+                                uid,
+                                user_name: row.user_name.clone(),
+                                content_hash: String::new(),
+                                record: e.to_string(),
+                                time_ms: row.at,
+                                is_update: false,
+                                last_changed: row.at,
+                            },
+                        )
+                    })
+                })
+                .collect();
+            let mut done: std::collections::HashSet<String> = std::collections::HashSet::new();
+            for chunk in events.chunks(self.sink.batch_size.max(1)) {
+                if self.stopping() {
+                    return;
+                }
+                report.events_sent += chunk.len() as u64;
+                let batch = Batch {
+                    is_update: false,
+                    events: true,
+                    records: chunk.iter().map(|(_, r)| r).collect(),
+                };
+                let mut settle = |acked: &[&PendingRecord],
+                                  rejected: &[(&PendingRecord, String)],
+                                  report: &mut SinkReport| {
+                    report.events_acknowledged += acked.len() as u64;
+                    done.extend(acked.iter().map(|r| r.uid.clone()));
+                    for (r, why) in rejected {
+                        tracing::warn!(sink = %self.sink.name, user = %r.user_name, event = %r.uid, reason = %why, "change event rejected by the sink; skipped");
+                        done.insert(r.uid.clone());
+                        report.rejected_now.push(RejectedRecord {
+                            user: r.user_name.clone(),
+                            uid: r.uid.clone(),
+                            reason: format!("change event: {why}"),
+                        });
+                    }
+                    Ok(())
+                };
+                let down = self
+                    .deliver_batch(kind, batch, report, &mut settle)
+                    .await
+                    .is_err();
+                let first_open = events.iter().find(|(_, r)| !done.contains(&r.uid));
+                let reached = match first_open {
+                    Some((row, _)) => row - 1,
+                    None => last_row,
+                };
+                if reached > cursor {
+                    cursor = reached;
+                    if let Err(e) = self.store.set_event_cursor(name, cursor, (self.now_ms)()) {
+                        report.error = Some(e.to_string());
+                        return;
+                    }
+                }
+                let chunk_open = chunk.iter().any(|(_, r)| !done.contains(&r.uid));
+                if down || chunk_open {
+                    return;
                 }
             }
         }
-        self.finish(report)
     }
 
     fn finish(&self, mut report: SinkReport) -> SinkReport {
         let (sink, mode) = (&self.sink.name, self.sink.mode);
-        match (
-            self.store.pending_count(sink, mode),
-            self.store.rejected(sink),
-        ) {
-            (Ok(pending), Ok(rejected)) => {
-                report.pending = pending;
-                report.rejected = rejected.len() as u64;
+        if self.sink.takes(EventStream::Inventory) {
+            match (
+                self.store.pending_count(sink, mode),
+                self.store.rejected(sink),
+            ) {
+                (Ok(pending), Ok(rejected)) => {
+                    report.pending = pending;
+                    report.rejected = rejected.len() as u64;
+                }
+                (Err(e), _) | (_, Err(e)) => report.error = Some(e.to_string()),
             }
-            (Err(e), _) | (_, Err(e)) => report.error = Some(e.to_string()),
+        }
+        if self.sink.takes(EventStream::Changes) {
+            let behind = self
+                .store
+                .event_cursor(sink, self.run_id)
+                .and_then(|c| self.store.changes_pending(c));
+            match behind {
+                Ok(n) => report.changes_pending = n,
+                Err(e) => report.error = Some(e.to_string()),
+            }
         }
         report
     }
 
-    /// One batch, split and re-sent as the sink's answers say. `Err` = the sink is down: stop it.
+    /// One batch, split and re-sent as the sink's answers say; `settle` hears of every record that
+    /// is acknowledged or rejected. `Err` = the sink is down (or the store failed): stop it.
     async fn deliver_batch<'r, K: Kind>(
         &self,
         kind: &K,
         batch: Batch<'r>,
         report: &mut SinkReport,
+        settle: &mut Settle<'_, 'r>,
     ) -> Result<(), ()> {
-        let is_update = batch.is_update;
+        let (is_update, events) = (batch.is_update, batch.events);
         let mut work: Vec<Vec<&'r PendingRecord>> = vec![batch.records];
         let mut again: Vec<&'r PendingRecord> = Vec::new();
         let mut round = 0u32;
@@ -271,7 +419,11 @@ impl Delivery<'_> {
             if self.stopping() {
                 return Err(());
             }
-            let sub = Batch { is_update, records };
+            let sub = Batch {
+                is_update,
+                events,
+                records,
+            };
             match kind.send(&sub, report).await {
                 Outcome::Records(outcomes) => {
                     if outcomes.len() != sub.records.len() {
@@ -295,9 +447,7 @@ impl Delivery<'_> {
                             RecordOutcome::Rejected(why) => rejected.push((*r, why)),
                         }
                     }
-                    if self.record(&acked, &rejected, report).is_err() {
-                        return Err(());
-                    }
+                    settle(&acked, &rejected, report)?;
                 }
                 Outcome::TooLarge(why) | Outcome::BadContent(why) if sub.records.len() > 1 => {
                     tracing::info!(sink = %self.sink.name, records = sub.records.len(), error = %why, "batch refused; splitting it to find the records at fault");
@@ -306,10 +456,7 @@ impl Delivery<'_> {
                     work.push(a.to_vec());
                 }
                 Outcome::TooLarge(why) | Outcome::BadContent(why) => {
-                    let rejected = vec![(sub.records[0], why)];
-                    if self.record(&[], &rejected, report).is_err() {
-                        return Err(());
-                    }
+                    settle(&[], &[(sub.records[0], why)], report)?;
                 }
                 Outcome::Failed(why) => {
                     tracing::warn!(sink = %self.sink.name, records = sub.records.len(), error = %why, "batch not delivered; its records stay pending for the next sync");

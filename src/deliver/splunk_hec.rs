@@ -28,6 +28,8 @@ use crate::config::SinkConfig;
 /// The default `source` and `sourcetype` of inventory records.
 pub const DEFAULT_SOURCE: &str = "iam-inventory";
 pub const DEFAULT_SOURCETYPE: &str = "ocsf:user_inventory";
+/// The `sourcetype` of OCSF 3001 change events.
+pub const EVENTS_SOURCETYPE: &str = "ocsf:account_change";
 
 pub struct SplunkHec<'a> {
     pub client: &'a reqwest::Client,
@@ -79,7 +81,11 @@ pub fn encode(batch: &Batch<'_>, sink: &SinkConfig) -> Vec<u8> {
         ),
         meta(
             "sourcetype",
-            Some(sink.sourcetype.as_deref().unwrap_or(DEFAULT_SOURCETYPE))
+            Some(if batch.events {
+                EVENTS_SOURCETYPE
+            } else {
+                sink.sourcetype.as_deref().unwrap_or(DEFAULT_SOURCETYPE)
+            })
         ),
         meta("index", sink.index.as_deref()),
     );

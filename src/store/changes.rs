@@ -1,52 +1,17 @@
 //! The change log: rows written by [`Store::apply_account`], read by `iam-inventory changes`.
 
-use rusqlite::params_from_iter;
-use serde::{Deserialize, Serialize};
+use rusqlite::{OptionalExtension, params, params_from_iter};
 use serde_json::Value;
 
 use super::{Result, Store};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ChangeKind {
-    Created,
-    Updated,
-    Deleted,
-    /// Left the collected scope (account no longer configured, outside a narrower `path_prefix`):
-    /// removed from the snapshot, but not an IAM deletion.
-    Retired,
-}
-
-impl ChangeKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ChangeKind::Created => "created",
-            ChangeKind::Updated => "updated",
-            ChangeKind::Deleted => "deleted",
-            ChangeKind::Retired => "retired",
-        }
-    }
-    fn parse(s: &str) -> ChangeKind {
-        match s {
-            "created" => ChangeKind::Created,
-            "deleted" => ChangeKind::Deleted,
-            "retired" => ChangeKind::Retired,
-            _ => ChangeKind::Updated,
-        }
-    }
-}
-
-/// One changed field: `old`/`new` are `null` where the field (or list element) did not exist.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FieldChange {
-    pub path: String,
-    pub old: Value,
-    pub new: Value,
-}
+pub use crate::transform::change::{ChangeKind, FieldChange};
 
 /// One row of the change log, as `changes --format json` prints it (times are RFC 3339 there).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChangeRow {
+    /// The row's id: its place in the log (`None` for a dry run, which writes nothing).
+    pub id: Option<i64>,
     /// `None` for a dry run, which writes nothing.
     pub run_id: Option<i64>,
     pub at: i64,
@@ -55,6 +20,29 @@ pub struct ChangeRow {
     pub user_name: String,
     pub kind: ChangeKind,
     pub fields: Vec<FieldChange>,
+    /// The user's record at the change (without `time`): the new one, or for a deletion or
+    /// retirement the last known one. Read from the log only when asked for (events).
+    pub record: Option<Value>,
+}
+
+impl ChangeRow {
+    /// The row as the event builder sees it.
+    pub fn as_change(&self) -> crate::transform::events::Change<'_> {
+        crate::transform::events::Change {
+            at: self.at,
+            account_id: &self.account_id,
+            uid: &self.uid,
+            user_name: &self.user_name,
+            kind: self.kind,
+            fields: &self.fields,
+            record: self.record.as_ref(),
+        }
+    }
+
+    /// Its OCSF 3001 events.
+    pub fn events(&self) -> Vec<Value> {
+        crate::transform::events::events(&self.as_change())
+    }
 }
 
 /// Filters of `iam-inventory changes`; all optional, combined with AND.
@@ -64,14 +52,39 @@ pub struct ChangeFilter {
     pub account: Option<String>,
     /// A user name or an ARN.
     pub user: Option<String>,
+    /// Read each row's record too (for events).
+    pub with_records: bool,
+}
+
+const COLUMNS: &str = "id, run_id, at, account_id, uid, user_name, kind, fields";
+
+fn row(r: &rusqlite::Row<'_>, with_record: bool) -> rusqlite::Result<ChangeRow> {
+    let kind: String = r.get(6)?;
+    let fields: String = r.get(7)?;
+    let record = if with_record {
+        r.get::<_, Option<String>>(8)?
+            .and_then(|t| serde_json::from_str(&t).ok())
+    } else {
+        None
+    };
+    Ok(ChangeRow {
+        id: r.get(0)?,
+        run_id: r.get(1)?,
+        at: r.get(2)?,
+        account_id: r.get(3)?,
+        uid: r.get(4)?,
+        user_name: r.get(5)?,
+        kind: ChangeKind::parse(&kind),
+        fields: serde_json::from_str(&fields).unwrap_or_default(),
+        record,
+    })
 }
 
 impl Store {
     /// Change rows matching the filter, oldest first.
     pub fn changes(&self, f: &ChangeFilter) -> Result<Vec<ChangeRow>> {
-        let mut sql = String::from(
-            "SELECT run_id, at, account_id, uid, user_name, kind, fields FROM changes WHERE 1 = 1",
-        );
+        let record = if f.with_records { ", record" } else { "" };
+        let mut sql = format!("SELECT {COLUMNS}{record} FROM changes WHERE 1 = 1");
         let mut args: Vec<rusqlite::types::Value> = Vec::new();
         if let Some(since) = f.since_ms {
             sql.push_str(" AND at >= ?");
@@ -92,21 +105,120 @@ impl Store {
             .prepare(&sql)
             .map_err(|e| self.sql_err("cannot read the change log", e))?;
         let rows = stmt
-            .query_map(params_from_iter(args), |r| {
-                let kind: String = r.get(5)?;
-                let fields: String = r.get(6)?;
-                Ok(ChangeRow {
-                    run_id: r.get(0)?,
-                    at: r.get(1)?,
-                    account_id: r.get(2)?,
-                    uid: r.get(3)?,
-                    user_name: r.get(4)?,
-                    kind: ChangeKind::parse(&kind),
-                    fields: serde_json::from_str(&fields).unwrap_or_default(),
-                })
-            })
+            .query_map(params_from_iter(args), |r| row(r, f.with_records))
             .map_err(|e| self.sql_err("cannot read the change log", e))?;
         rows.collect::<rusqlite::Result<Vec<_>>>()
             .map_err(|e| self.sql_err("cannot read the change log", e))
+    }
+
+    /// Up to `limit` change rows after `after_id`, in log order, with their records.
+    pub fn changes_after(&self, after_id: i64, limit: usize) -> Result<Vec<ChangeRow>> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS}, record FROM changes WHERE id > ?1 ORDER BY id LIMIT ?2"
+            ))
+            .map_err(|e| self.sql_err("cannot read the change log", e))?;
+        let rows = stmt
+            .query_map(params![after_id, limit as i64], |r| row(r, true))
+            .map_err(|e| self.sql_err("cannot read the change log", e))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| self.sql_err("cannot read the change log", e))
+    }
+
+    /// Where `sink`'s change events stand: the id of the last change row it has every event of.
+    /// A sink seen for the first time starts with the changes of run `run_id` (those of earlier
+    /// runs are history it never subscribed to).
+    pub fn event_cursor(&self, sink: &str, run_id: i64) -> Result<i64> {
+        let conn = self.lock();
+        let e = |err| self.sql_err("cannot read sink state", err);
+        let found: Option<i64> = conn
+            .query_row(
+                "SELECT change_id FROM sink_event_cursors WHERE sink = ?1",
+                params![sink],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(e)?;
+        if let Some(id) = found {
+            return Ok(id);
+        }
+        let start: i64 = conn
+            .query_row(
+                "SELECT COALESCE(MAX(id), 0) FROM changes WHERE run_id < ?1",
+                params![run_id],
+                |r| r.get(0),
+            )
+            .map_err(e)?;
+        conn.execute(
+            "INSERT INTO sink_event_cursors (sink, change_id, updated_at) VALUES (?1, ?2, ?3)",
+            params![sink, start, crate::clock::now_ms()],
+        )
+        .map_err(|err| self.sql_err("cannot write sink state", err))?;
+        Ok(start)
+    }
+
+    /// Moves `sink`'s event cursor to `change_id` (every event up to that row is delivered).
+    pub fn set_event_cursor(&self, sink: &str, change_id: i64, now_ms: i64) -> Result<()> {
+        self.lock()
+            .execute(
+                "INSERT INTO sink_event_cursors (sink, change_id, updated_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (sink) DO UPDATE SET change_id = excluded.change_id,
+                   updated_at = excluded.updated_at",
+                params![sink, change_id, now_ms],
+            )
+            .map_err(|e| self.sql_err("cannot write sink state", e))?;
+        Ok(())
+    }
+
+    /// Change rows after `change_id`: what an events sink still has to deliver.
+    pub fn changes_pending(&self, change_id: i64) -> Result<u64> {
+        self.lock()
+            .query_row(
+                "SELECT COUNT(*) FROM changes WHERE id > ?1",
+                params![change_id],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
+            .map_err(|e| self.sql_err("cannot read the change log", e))
+    }
+
+    /// Deletes change rows older than `before_ms`. Returns how many were deleted and, for each of
+    /// `events_sinks` that had not delivered all of them yet, how many undelivered rows went.
+    pub fn prune_changes(
+        &self,
+        before_ms: i64,
+        events_sinks: &[&str],
+    ) -> Result<(u64, Vec<(String, u64)>)> {
+        let mut conn = self.lock();
+        let e = |err| self.sql_err("cannot prune the change log", err);
+        let tx = conn.transaction().map_err(e)?;
+        let mut lost = Vec::new();
+        for sink in events_sinks {
+            let cursor: Option<i64> = tx
+                .query_row(
+                    "SELECT change_id FROM sink_event_cursors WHERE sink = ?1",
+                    params![sink],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(e)?;
+            let Some(cursor) = cursor else { continue };
+            let n: i64 = tx
+                .query_row(
+                    "SELECT COUNT(*) FROM changes WHERE at < ?1 AND id > ?2",
+                    params![before_ms, cursor],
+                    |r| r.get(0),
+                )
+                .map_err(e)?;
+            if n > 0 {
+                lost.push((sink.to_string(), n as u64));
+            }
+        }
+        let deleted = tx
+            .execute("DELETE FROM changes WHERE at < ?1", params![before_ms])
+            .map_err(e)?;
+        tx.commit().map_err(e)?;
+        Ok((deleted as u64, lost))
     }
 }

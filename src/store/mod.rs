@@ -30,6 +30,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0003_retired_rejects",
         include_str!("../../migrations/0003_retired_rejects.sql"),
     ),
+    (
+        "0004_change_events",
+        include_str!("../../migrations/0004_change_events.sql"),
+    ),
 ];
 
 /// Runs left `running` by another host (or where liveness cannot be checked) are declared dead

@@ -132,17 +132,21 @@ impl Store {
                 .map_err(e("cannot write the snapshot"))?;
             let mut log = tx
                 .prepare_cached(
-                    "INSERT INTO changes (run_id, at, account_id, uid, user_name, kind, fields)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    "INSERT INTO changes (run_id, at, account_id, uid, user_name, kind, fields, record)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 )
                 .map_err(e("cannot write the change log"))?;
 
+            // `record`: the user's record at this change (the new one; for a deletion the last
+            // known one), kept in the log so events can carry it.
             let mut push_change = |outcome: &mut AccountOutcome,
                                    uid: &str,
                                    user_name: &str,
                                    kind: ChangeKind,
-                                   fields: Vec<super::FieldChange>|
+                                   fields: Vec<super::FieldChange>,
+                                   record: &str|
              -> Result<()> {
+                let mut id = None;
                 if write {
                     let fields_json =
                         serde_json::to_string(&fields).unwrap_or_else(|_| "[]".into());
@@ -153,11 +157,15 @@ impl Store {
                         uid,
                         user_name,
                         kind.as_str(),
-                        fields_json
+                        fields_json,
+                        record
                     ])
                     .map_err(e("cannot write the change log"))?;
+                    id = Some(tx.last_insert_rowid());
                 }
                 outcome.changes.push(ChangeRow {
+                    id,
+                    record: None,
                     run_id: (!w.dry_run).then_some(w.run_id),
                     at: w.collected_ms,
                     account_id: w.account_id.to_string(),
@@ -179,6 +187,7 @@ impl Store {
                     .map_err(e("cannot read the snapshot"))?;
                 match existing {
                     None => {
+                        let text = rec.record.to_string();
                         if write {
                             insert
                                 .execute(params![
@@ -188,7 +197,7 @@ impl Store {
                                     rec.path,
                                     rec.content_hash(),
                                     rec.record_hash,
-                                    rec.record.to_string(),
+                                    text,
                                     w.collected_ms,
                                     w.run_id
                                 ])
@@ -201,6 +210,7 @@ impl Store {
                             &rec.user_name,
                             ChangeKind::Created,
                             Vec::new(),
+                            &text,
                         )?;
                     }
                     Some((_, record_hash, _)) if record_hash == rec.record_hash => {
@@ -222,6 +232,7 @@ impl Store {
                                 serde_json::from_str(&old_record).unwrap_or(Value::Null);
                             field_changes(&strip_volatile(&old), &strip_volatile(&rec.record))
                         };
+                        let text = rec.record.to_string();
                         if write {
                             rewrite
                                 .execute(params![
@@ -231,7 +242,7 @@ impl Store {
                                     rec.path,
                                     new_content_hash,
                                     rec.record_hash,
-                                    rec.record.to_string(),
+                                    text,
                                     w.collected_ms,
                                     w.run_id,
                                     !fields.is_empty()
@@ -256,6 +267,7 @@ impl Store {
                                 &rec.user_name,
                                 ChangeKind::Updated,
                                 fields,
+                                &text,
                             )?;
                         }
                     }
@@ -287,6 +299,10 @@ impl Store {
                 unseen
             };
             for (uid, user_name, under_prefix) in unseen {
+                // The last known record goes into the change log with the deletion.
+                let last: String = lookup
+                    .query_row(params![uid], |r| r.get(2))
+                    .map_err(e("cannot read the snapshot"))?;
                 if write {
                     remove_user(&tx, &uid).map_err(e("cannot write the snapshot"))?;
                 }
@@ -297,7 +313,7 @@ impl Store {
                     outcome.retired += 1;
                     ChangeKind::Retired
                 };
-                push_change(&mut outcome, &uid, &user_name, kind, Vec::new())?;
+                push_change(&mut outcome, &uid, &user_name, kind, Vec::new(), &last)?;
             }
 
             // A dry run has no run row to attach to (and rolls back anyway).
@@ -357,31 +373,35 @@ impl Store {
         let tx = conn
             .transaction_with_behavior(behavior)
             .map_err(e("cannot start a transaction (is it read-only or locked?)"))?;
-        let users: Vec<(String, String, String)> = {
+        let users: Vec<(String, String, String, String)> = {
             let mut stmt = tx
-                .prepare("SELECT account_id, uid, user_name FROM snapshot ORDER BY account_id, uid")
+                .prepare(
+                    "SELECT account_id, uid, user_name, record FROM snapshot ORDER BY account_id, uid",
+                )
                 .map_err(e("cannot read the snapshot"))?;
             let rows = stmt
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
                 .map_err(e("cannot read the snapshot"))?;
             rows.collect::<rusqlite::Result<Vec<_>>>()
                 .map_err(e("cannot read the snapshot"))?
         };
         let mut out = Vec::new();
-        for (account_id, uid, user_name) in users {
+        for (account_id, uid, user_name, record) in users {
             if in_scope.contains(&account_id) {
                 continue;
             }
             if !dry_run {
                 remove_user(&tx, &uid).map_err(e("cannot write the snapshot"))?;
                 tx.execute(
-                    "INSERT INTO changes (run_id, at, account_id, uid, user_name, kind, fields)
-                     VALUES (?1, ?2, ?3, ?4, ?5, 'retired', '[]')",
-                    params![run_id, at_ms, account_id, uid, user_name],
+                    "INSERT INTO changes (run_id, at, account_id, uid, user_name, kind, fields, record)
+                     VALUES (?1, ?2, ?3, ?4, ?5, 'retired', '[]', ?6)",
+                    params![run_id, at_ms, account_id, uid, user_name, record],
                 )
                 .map_err(e("cannot write the change log"))?;
             }
             out.push(ChangeRow {
+                id: (!dry_run).then(|| tx.last_insert_rowid()),
+                record: None,
                 run_id: (!dry_run).then_some(run_id),
                 at: at_ms,
                 account_id,

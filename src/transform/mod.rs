@@ -1,6 +1,8 @@
-//! Transform: pure functions from the IAM domain value to an OCSF 1.6.0 class 5003 record.
-//! No IO and no clock: the collection time is an argument.
+//! Transform: pure functions from the IAM domain value to an OCSF 1.6.0 class 5003 record, and from
+//! a change to OCSF 3001 Account Change events. No IO and no clock: times are arguments.
 
+pub mod change;
+pub mod events;
 pub mod ocsf;
 
 pub use ocsf::{VOLATILE_FIELDS, strip_volatile, to_ocsf};
