@@ -33,6 +33,12 @@ pub struct Metrics {
     sink_rejections: BTreeMap<String, u64>,
     /// account → bulk collections that fell back to per-user calls.
     bulk_fallbacks: BTreeMap<String, u64>,
+    /// sink → change events sent and acknowledged; change rows it still needs.
+    events_sent: BTreeMap<String, u64>,
+    events_acked: BTreeMap<String, u64>,
+    changes_pending: BTreeMap<String, u64>,
+    /// sink → change events pruned by retention before it delivered them.
+    events_pruned: BTreeMap<String, u64>,
 }
 
 impl Metrics {
@@ -81,7 +87,16 @@ impl Metrics {
             *self.sink_acked.entry(s.name.clone()).or_default() += s.acknowledged;
             self.sink_pending.insert(s.name.clone(), s.pending);
             self.sink_rejected.insert(s.name.clone(), s.rejected);
+            if s.takes_changes {
+                *self.events_sent.entry(s.name.clone()).or_default() += s.events_sent;
+                *self.events_acked.entry(s.name.clone()).or_default() += s.events_acknowledged;
+                self.changes_pending
+                    .insert(s.name.clone(), s.changes_pending);
+            }
             *self.sink_rejections.entry(s.name.clone()).or_default() += s.rejected_now.len() as u64;
+        }
+        for (sink, n) in &r.pruned.undelivered {
+            *self.events_pruned.entry(sink.clone()).or_default() += n;
         }
         for (account, n) in &r.retired_accounts {
             *self
@@ -265,6 +280,31 @@ impl Metrics {
             "iam_inventory_sink_rejections_total",
             "Records a sink rejected on their own (a 4xx for that record alone).",
             &self.sink_rejections,
+        );
+        counter_by(
+            &mut o,
+            "iam_inventory_sink_events_sent_total",
+            "OCSF 3001 change events sent to each sink.",
+            &self.events_sent,
+        );
+        counter_by(
+            &mut o,
+            "iam_inventory_sink_events_acknowledged_total",
+            "OCSF 3001 change events each sink acknowledged.",
+            &self.events_acked,
+        );
+        gauge_by(
+            &mut o,
+            "iam_inventory_sink_changes_pending",
+            "Change-log rows whose events each sink still needs.",
+            "sink",
+            &self.changes_pending,
+        );
+        counter_by(
+            &mut o,
+            "iam_inventory_sink_events_pruned_undelivered_total",
+            "Change events pruned by store.changes_retention_days before the sink delivered them.",
+            &self.events_pruned,
         );
         metric(
             &mut o,

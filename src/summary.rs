@@ -48,6 +48,9 @@ pub fn log_summary(r: &RunReport) {
             acknowledged = k.acknowledged,
             pending = k.pending,
             rejected = k.rejected,
+            events_sent = k.events_sent,
+            events_acknowledged = k.events_acknowledged,
+            changes_pending = k.changes_pending,
             error = k.error.as_deref().unwrap_or(""),
             "sink summary"
         );
@@ -118,14 +121,27 @@ pub fn summary(r: &RunReport) -> String {
             ));
         }
     }
+    for (sink, n) in &r.pruned.undelivered {
+        s.push_str(&format!(
+            "  sink {sink}: {n} change events were older than store.changes_retention_days and pruned before it delivered them\n"
+        ));
+    }
     for (account, n) in &r.retired_accounts {
         s.push_str(&format!(
             "  account {account}: no longer in the configuration; retired {n} users (not deleted)\n"
         ));
     }
     for k in &r.sinks {
+        let events = if k.takes_changes {
+            format!(
+                "; events sent {}, acknowledged {}, changes pending {}",
+                k.events_sent, k.events_acknowledged, k.changes_pending
+            )
+        } else {
+            String::new()
+        };
         s.push_str(&format!(
-            "  sink {} ({}): sent {}, acknowledged {}, pending {}, rejected {}{}\n",
+            "  sink {} ({}): sent {}, acknowledged {}, pending {}, rejected {}{events}{}\n",
             k.name,
             k.mode,
             k.sent,

@@ -48,7 +48,9 @@ pub struct SinkReport {
     pub rejected: u64,
     /// The records (or change events) this sync saw rejected, by user, with the sink's reason.
     pub rejected_now: Vec<RejectedRecord>,
-    /// `events = ["changes"]`: OCSF 3001 events put on the wire, and acknowledged.
+    /// Whether the sink takes change events (`events = ["changes"]`).
+    pub takes_changes: bool,
+    /// OCSF 3001 events put on the wire, and acknowledged.
     pub events_sent: u64,
     pub events_acknowledged: u64,
     /// `events = ["changes"]`: change-log rows whose events this sink still needs.
@@ -188,6 +190,7 @@ impl Delivery<'_> {
         SinkReport {
             name: self.sink.name.clone(),
             mode: self.sink.mode.as_str(),
+            takes_changes: self.sink.takes(EventStream::Changes),
             ..Default::default()
         }
     }

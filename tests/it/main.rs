@@ -7,6 +7,7 @@ mod support;
 mod accounts;
 mod cli;
 mod daemon;
+mod events;
 mod fixtures;
 mod hardening;
 mod paging;

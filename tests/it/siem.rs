@@ -490,3 +490,55 @@ async fn check_config_connect_probes_every_target() {
         out.stderr
     );
 }
+
+/// Change events on the SIEM kinds: Elasticsearch `create`s them in `<index>-changes` with
+/// `_id` = `metadata.uid` (a re-send is a 409: already there), Splunk gets them with sourcetype
+/// `ocsf:account_change`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn change_events_reach_elasticsearch_and_splunk() {
+    let moto = Moto::start();
+    let iam = moto.iam().await;
+    seed_standard(&iam).await;
+    let os = OpenSearch::start();
+    let hec = Hec::start("hec-token-1", false).await;
+    let ws = Workspace::new();
+    let cfg = ws.config(&format!(
+        "{}{}{}",
+        aws_section(&moto.endpoint, "/engineering/"),
+        es_sink("search", &os.url, "events = [\"inventory\", \"changes\"]"),
+        hec_sink("splunk", &hec.url, "events = [\"changes\"]")
+    ));
+    let out = ws.run(&cfg, &["sync"], &[]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(os.count(INDEX).await, 4);
+    let events = os.docs("iam-users-changes").await;
+    assert_eq!(events.len(), 4);
+    for (id, e) in &events {
+        assert_eq!(e["metadata"]["uid"], id.as_str());
+        assert_eq!(e["activity_name"], "Create");
+        assert_valid(e);
+    }
+    let splunk = hec.indexed();
+    assert_eq!(splunk.len(), 4);
+    assert!(
+        splunk
+            .iter()
+            .all(|e| e.sourcetype.as_deref() == Some("ocsf:account_change"))
+    );
+
+    // A forced re-send: Elasticsearch answers 409 for every event (same _id), all acknowledged,
+    // nothing duplicated.
+    let conn = rusqlite::Connection::open(ws.store()).unwrap();
+    conn.execute("UPDATE sink_event_cursors SET change_id = 0", [])
+        .unwrap();
+    drop(conn);
+    let out = ws.run(&cfg, &["sync"], &[]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("events sent 4, acknowledged 4, changes pending 0"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(os.count("iam-users-changes").await, 4);
+}
