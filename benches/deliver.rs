@@ -76,7 +76,13 @@ async fn main() {
 
     // Baseline: the bodies, already encoded, POSTed one after another.
     let mut body = Vec::new();
-    store.export(&mut body).unwrap();
+    store
+        .export(&mut |r| {
+            body.extend_from_slice(r.as_bytes());
+            body.push(b'\n');
+            Ok(())
+        })
+        .unwrap();
     let lines: Vec<&[u8]> = body
         .split(|b| *b == b'\n')
         .filter(|l| !l.is_empty())
@@ -189,7 +195,7 @@ async fn siem(m: usize) {
     )
     .unwrap();
     let pending = store
-        .pending("bare", SinkMode::CreateUpdate, "", m)
+        .pending("bare", SinkMode::CreateUpdate, "", "", m)
         .unwrap();
     println!(
         "peak RSS before the SIEM kinds: {}",

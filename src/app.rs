@@ -90,10 +90,28 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             signals.abort();
             let (report, changes) = result?;
             if dry_run {
+                // What each sink with a field mapping would receive for a created or updated user.
+                let views: Vec<(String, crate::mapping::Mapping)> = config
+                    .effective_sinks()
+                    .iter()
+                    .filter_map(|s| s.mapping().map(|m| (s.name.clone(), m)))
+                    .collect();
+                let now = now_ms();
                 let stdout = std::io::stdout();
                 let mut out = stdout.lock();
                 for c in &changes {
-                    writeln!(out, "{}", change_json(c))?;
+                    let mut line = change_json(c);
+                    if let (Some(record), false) = (&c.record, views.is_empty()) {
+                        let mut per_sink = serde_json::Map::new();
+                        for (name, m) in &views {
+                            let view = m
+                                .apply(record, now)
+                                .unwrap_or_else(|e| serde_json::json!({ "error": e }));
+                            per_sink.insert(name.clone(), view);
+                        }
+                        line["sinks"] = serde_json::Value::Object(per_sink);
+                    }
+                    writeln!(out, "{line}")?;
                 }
             }
             match cli.log_format {
@@ -104,11 +122,44 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             Ok(report.exit_code())
         }
         Command::Run => crate::daemon::run(config).await,
-        Command::Export => {
+        Command::Export { sink } => {
+            // Resolved before the store is opened: a misspelt sink is a usage error.
+            let mapping = match &sink {
+                None => None,
+                Some(name) => config
+                    .effective_sinks()
+                    .into_iter()
+                    .find(|s| &s.name == name)
+                    .ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "export --sink {name:?}: no such sink in {} (sinks: {})",
+                            cli.config.display(),
+                            config
+                                .effective_sinks()
+                                .iter()
+                                .map(|s| s.name.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    })?
+                    .mapping(),
+            };
             let store = Store::open(&config.store.path, OpenMode::ReadOnly)?;
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
-            let n = store.export(&mut out)?;
+            let now = now_ms();
+            let n = store.export(&mut |record| {
+                match &mapping {
+                    None => out.write_all(record.as_bytes())?,
+                    Some(m) => {
+                        let value = serde_json::from_str(record)
+                            .map_err(std::io::Error::other)
+                            .and_then(|v| m.apply(&v, now).map_err(std::io::Error::other))?;
+                        serde_json::to_writer(&mut out, &value)?;
+                    }
+                }
+                out.write_all(b"\n")
+            })?;
             out.flush()?;
             tracing::debug!(records = n, "exported");
             Ok(0)

@@ -65,7 +65,11 @@ pub enum Command {
         format: ChangesFormat,
     },
     /// Prints the current snapshot as OCSF 5003 NDJSON.
-    Export,
+    Export {
+        /// Print what this sink would receive instead (its `[sinks.fields]` mapping applied).
+        #[arg(long)]
+        sink: Option<String>,
+    },
     /// Validates the config and prints it resolved, secrets redacted.
     CheckConfig {
         /// Also connect: the AWS credentials and each role (GetCallerIdentity, AssumeRole, one

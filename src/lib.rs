@@ -32,6 +32,7 @@ pub mod collect;
 pub mod config;
 pub mod daemon;
 pub mod deliver;
+pub mod mapping;
 pub mod metrics;
 pub mod pipeline;
 pub mod schedule;

@@ -132,6 +132,14 @@ pub fn summary(r: &RunReport) -> String {
         ));
     }
     for k in &r.sinks {
+        let deletes = if k.deleted > 0 || k.deletes_pending > 0 {
+            format!(
+                ", deleted {}, deletes pending {}",
+                k.deleted, k.deletes_pending
+            )
+        } else {
+            String::new()
+        };
         let events = if k.takes_changes {
             format!(
                 "; events sent {}, acknowledged {}, changes pending {}",
@@ -141,7 +149,7 @@ pub fn summary(r: &RunReport) -> String {
             String::new()
         };
         s.push_str(&format!(
-            "  sink {} ({}): sent {}, acknowledged {}, pending {}, rejected {}{events}{}\n",
+            "  sink {} ({}): sent {}, acknowledged {}, pending {}, rejected {}{deletes}{events}{}\n",
             k.name,
             k.mode,
             k.sent,

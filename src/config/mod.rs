@@ -23,7 +23,7 @@ pub use aws::{AwsConfig, OrganizationConfig, PARTITIONS, RetryMode, RoleConfig};
 pub use collect::{CollectConfig, Strategy};
 pub use schedule::{ScheduleConfig, ServerConfig};
 pub use secret::{Secret, SinkUrl, redact_url};
-pub use sinks::{Compression, EventStream, SinkConfig, SinkFormat, SinkMode, SinkType};
+pub use sinks::{Compression, EventStream, OnDelete, SinkConfig, SinkFormat, SinkMode, SinkType};
 pub use store::StoreConfig;
 
 /// The default config path, relative to the working directory.

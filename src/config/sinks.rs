@@ -64,6 +64,17 @@ impl SinkMode {
     }
 }
 
+/// `on_delete`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnDelete {
+    /// Deleted users stay at the destination (the change log and change events still tell).
+    #[default]
+    Keep,
+    /// Deleted users are removed from the destination.
+    Delete,
+}
+
 /// What a sink receives (`events`).
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord)]
 #[serde(rename_all = "kebab-case")]
@@ -113,6 +124,13 @@ pub struct SinkConfig {
     pub events: Vec<EventStream>,
     /// elasticsearch: where change events go (default `<index>-changes`).
     pub events_index: Option<String>,
+    /// What a user deleted from IAM becomes at this sink: `keep` (default) or `delete` (for kinds
+    /// with a delete operation: elasticsearch).
+    #[serde(default)]
+    pub on_delete: OnDelete,
+    /// Output field → minijinja expression over the OCSF 5003 record: the sink receives flat
+    /// objects of exactly these fields instead of the record.
+    pub fields: Option<BTreeMap<String, String>>,
     /// http: request body shape.
     #[serde(default)]
     pub format: SinkFormat,
@@ -178,6 +196,13 @@ fn default_ack_timeout_secs() -> u64 {
 
 impl SinkConfig {
     /// Every secret value this sink holds, to scrub from anything shown (answers that echo them).
+    /// The field mapping, compiled (validated at load, so `None` here means "no fields").
+    pub fn mapping(&self) -> Option<crate::mapping::Mapping> {
+        self.fields
+            .as_ref()
+            .and_then(|f| crate::mapping::Mapping::new(f).ok())
+    }
+
     pub fn takes(&self, stream: EventStream) -> bool {
         self.events.contains(&stream)
     }
@@ -345,6 +370,22 @@ pub fn validate_sinks(sinks: &[SinkConfig]) -> Result<(), String> {
             ));
         }
         validate_kind(&key, sink)?;
+        if let Some(fields) = &sink.fields {
+            if fields.is_empty() {
+                return Err(format!(
+                    "{key}.fields: empty; remove it to send the OCSF record, or map at least one field"
+                ));
+            }
+            crate::mapping::Mapping::new(fields).map_err(|(field, msg)| {
+                format!("{key}.fields.{field}: {msg} (sink {:?})", sink.name)
+            })?;
+        }
+        if sink.on_delete == OnDelete::Delete && sink.kind != SinkType::Elasticsearch {
+            return Err(format!(
+                "{key}.on_delete: \"delete\" needs a destination with a delete operation (elasticsearch); a {} sink has none",
+                sink.kind.as_str()
+            ));
+        }
         if sink.events.is_empty() {
             return Err(format!(
                 "{key}.events: must name at least one of \"inventory\", \"changes\""
@@ -400,6 +441,8 @@ pub fn default_stdout_sink() -> SinkConfig {
         mode: SinkMode::CreateUpdate,
         events: default_events(),
         events_index: None,
+        on_delete: OnDelete::Keep,
+        fields: None,
         format: SinkFormat::Ndjson,
         batch_size: default_batch_size(),
         headers: BTreeMap::new(),

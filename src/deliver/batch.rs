@@ -5,24 +5,34 @@ use sha2::{Digest, Sha256};
 use crate::config::SinkFormat;
 use crate::store::acks::PendingRecord;
 
-/// Records of one kind (all creates or all updates), at most `batch_size` of them; or OCSF 3001
-/// change events (`events`), whose `uid` is the event's `metadata.uid`.
+/// What a batch asks of the sink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// 5003 records the sink never acknowledged.
+    Create,
+    /// 5003 records the sink acknowledged in another content.
+    Update,
+    /// OCSF 3001 change events; each record's `uid` is the event's `metadata.uid`.
+    Event,
+    /// Users deleted from IAM (`on_delete = "delete"`); records carry only `uid` and `user_name`.
+    Delete,
+}
+
+/// Records of one op, at most `batch_size` of them.
 pub struct Batch<'a> {
-    pub is_update: bool,
-    pub events: bool,
+    pub op: Op,
     pub records: Vec<&'a PendingRecord>,
 }
 
 /// Creates first, then updates; each split into chunks of `batch_size`, ARN order kept.
 pub fn batches(page: &[PendingRecord], batch_size: usize) -> Vec<Batch<'_>> {
     let mut out = Vec::new();
-    for is_update in [false, true] {
+    for (op, is_update) in [(Op::Create, false), (Op::Update, true)] {
         let of_kind: Vec<&PendingRecord> =
             page.iter().filter(|r| r.is_update == is_update).collect();
         for chunk in of_kind.chunks(batch_size.max(1)) {
             out.push(Batch {
-                is_update,
-                events: false,
+                op,
                 records: chunk.to_vec(),
             });
         }
@@ -63,10 +73,11 @@ impl Batch<'_> {
 
     /// Which kind of change the batch carries (`X-IAM-Inventory-Change`).
     pub fn change_kind(&self) -> &'static str {
-        match (self.events, self.is_update) {
-            (true, _) => "event",
-            (false, true) => "update",
-            (false, false) => "create",
+        match self.op {
+            Op::Create => "create",
+            Op::Update => "update",
+            Op::Event => "event",
+            Op::Delete => "delete",
         }
     }
 
@@ -77,11 +88,8 @@ impl Batch<'_> {
     pub fn idempotency_key(&self, sink: &str) -> String {
         let mut h = Sha256::new();
         h.update(sink.as_bytes());
-        h.update(if self.is_update {
-            b"\nupdate"
-        } else {
-            b"\ncreate"
-        });
+        h.update(b"\n");
+        h.update(self.change_kind().as_bytes());
         for r in &self.records {
             h.update(b"\n");
             h.update(r.uid.as_bytes());
@@ -123,7 +131,7 @@ mod tests {
             .iter()
             .map(|b| {
                 (
-                    b.is_update,
+                    b.op == Op::Update,
                     b.records.iter().map(|r| r.uid.as_str()).collect(),
                 )
             })

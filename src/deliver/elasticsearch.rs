@@ -14,7 +14,7 @@ use base64::Engine as _;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use serde::Deserialize;
 
-use super::batch::Batch;
+use super::batch::{Batch, Op};
 use super::http::with_headers;
 use super::transport::{Reply, encode_body, exchange};
 use super::{Outcome, RecordOutcome, SinkReport};
@@ -37,7 +37,7 @@ fn action(mode: SinkMode) -> &'static str {
 /// The mode a batch is sent under: change events are always `create`d (`_id` = `metadata.uid`, so a
 /// re-sent event is a 409, already delivered).
 fn batch_mode(batch: &Batch<'_>, mode: SinkMode) -> SinkMode {
-    if batch.events {
+    if batch.op == Op::Event {
         SinkMode::CreateOnly
     } else {
         mode
@@ -48,7 +48,11 @@ fn batch_mode(batch: &Batch<'_>, mode: SinkMode) -> SinkMode {
 /// refuses a body whose last line does not).
 pub fn encode(batch: &Batch<'_>, index: &str, mode: SinkMode) -> Vec<u8> {
     let mode = batch_mode(batch, mode);
-    let act = action(mode);
+    let act = if batch.op == Op::Delete {
+        "delete"
+    } else {
+        action(mode)
+    };
     let index = serde_json::to_string(index).unwrap_or_default();
     let size: usize = batch
         .records
@@ -88,11 +92,12 @@ struct Item {
 }
 
 /// What one item of a `_bulk` answer means for its record.
-fn item_outcome(mode: SinkMode, item: &Item) -> RecordOutcome {
+fn item_outcome(op: Op, mode: SinkMode, item: &Item) -> RecordOutcome {
     let status = item.status;
     let done = (200..300).contains(&status)
-        || (mode == SinkMode::CreateOnly && status == 409)
-        || (mode == SinkMode::UpdateOnly && status == 404);
+        || (op == Op::Delete && status == 404)
+        || (op != Op::Delete && mode == SinkMode::CreateOnly && status == 409)
+        || (op != Op::Delete && mode == SinkMode::UpdateOnly && status == 404);
     if done {
         return RecordOutcome::Acked;
     }
@@ -113,7 +118,7 @@ fn item_outcome(mode: SinkMode, item: &Item) -> RecordOutcome {
 }
 
 /// Reads a 2xx `_bulk` answer into one outcome per record.
-pub fn read_answer(mode: SinkMode, body: &[u8], records: usize) -> Outcome {
+pub fn read_answer(op: Op, mode: SinkMode, body: &[u8], records: usize) -> Outcome {
     let answer: BulkAnswer = match serde_json::from_slice(body) {
         Ok(a) => a,
         Err(e) => {
@@ -133,7 +138,7 @@ pub fn read_answer(mode: SinkMode, body: &[u8], records: usize) -> Outcome {
             .items
             .iter()
             .map(|item| match item.values().next() {
-                Some(i) => item_outcome(mode, i),
+                Some(i) => item_outcome(op, mode, i),
                 None => RecordOutcome::Retry("an empty _bulk item".into()),
             })
             .collect(),
@@ -190,7 +195,7 @@ impl Elasticsearch<'_> {
     fn outcome(&self, reply: Reply, batch: &Batch<'_>) -> Outcome {
         if reply.is_success() {
             let mode = batch_mode(batch, self.sink.mode);
-            return read_answer(mode, &reply.body, batch.records.len());
+            return read_answer(batch.op, mode, &reply.body, batch.records.len());
         }
         let message = reply.describe(self.sink);
         match reply.status {
@@ -218,7 +223,7 @@ fn url_component(s: &str) -> String {
 impl super::Kind for Elasticsearch<'_> {
     async fn send(&self, batch: &Batch<'_>, report: &mut SinkReport) -> Outcome {
         let sink = self.sink;
-        let index = if batch.events {
+        let index = if batch.op == Op::Event {
             sink.events_index()
         } else {
             sink.index.clone().unwrap_or_default()
@@ -271,8 +276,7 @@ mod tests {
             rec("arn:aws:iam::1:user/\"b\""),
         );
         let batch = Batch {
-            is_update: false,
-            events: false,
+            op: Op::Create,
             records: vec![&a, &b],
         };
         let body = String::from_utf8(encode(&batch, "iam-users", SinkMode::CreateUpdate)).unwrap();
@@ -295,7 +299,7 @@ mod tests {
             {"create":{"_id":"b","status":409,"error":{"type":"version_conflict_engine_exception","reason":"exists"}}},
             {"create":{"_id":"c","status":429,"error":{"type":"es_rejected_execution_exception","reason":"queue full"}}},
             {"create":{"_id":"d","status":400,"error":{"type":"mapper_parsing_exception","reason":"bad field"}}}]}"#;
-        let Outcome::Records(out) = read_answer(SinkMode::CreateOnly, body, 4) else {
+        let Outcome::Records(out) = read_answer(Op::Create, SinkMode::CreateOnly, body, 4) else {
             panic!("records expected");
         };
         assert_eq!(out[0], RecordOutcome::Acked);
@@ -306,13 +310,13 @@ mod tests {
             RecordOutcome::Rejected("_bulk item 400 mapper_parsing_exception: bad field".into())
         );
         // The same 409 under create-update is not a success.
-        let Outcome::Records(out) = read_answer(SinkMode::CreateUpdate, body, 4) else {
+        let Outcome::Records(out) = read_answer(Op::Create, SinkMode::CreateUpdate, body, 4) else {
             panic!("records expected");
         };
         assert!(matches!(out[1], RecordOutcome::Rejected(_)));
         // An answer that does not match the request acknowledges nothing.
         assert!(matches!(
-            read_answer(SinkMode::CreateOnly, body, 5),
+            read_answer(Op::Create, SinkMode::CreateOnly, body, 5),
             Outcome::Failed(_)
         ));
     }

@@ -25,10 +25,11 @@ use std::sync::Arc;
 use serde::Serialize;
 use tracing::Instrument;
 
-use crate::config::{EventStream, SinkConfig, SinkType};
+use crate::config::{EventStream, OnDelete, SinkConfig, SinkType};
+use crate::mapping::Mapping;
 use crate::store::Store;
 use crate::store::acks::PendingRecord;
-use batch::{Batch, batches};
+use batch::{Batch, Op, batches};
 pub use transport::client;
 
 /// Records read from the store per page; a page is split into batches of `batch_size`.
@@ -55,6 +56,9 @@ pub struct SinkReport {
     pub events_acknowledged: u64,
     /// `events = ["changes"]`: change-log rows whose events this sink still needs.
     pub changes_pending: u64,
+    /// `on_delete = "delete"`: deletions the sink confirmed this sync, and those still to send.
+    pub deleted: u64,
+    pub deletes_pending: u64,
     pub requests: u64,
     pub failed_requests: u64,
     pub retries: u64,
@@ -138,12 +142,19 @@ pub async fn deliver_all(
     let tasks = sinks.iter().map(|sink| {
         let stop = stop.clone();
         async move {
+            let mapping = sink.mapping();
+            let view = mapping
+                .as_ref()
+                .map(|m| format!(":{}", m.fingerprint))
+                .unwrap_or_default();
             let run = Delivery {
                 store,
                 sink,
                 now_ms,
                 run_id,
                 stop,
+                mapping,
+                view,
             };
             async {
                 match (sink.kind, client) {
@@ -177,6 +188,9 @@ struct Delivery<'a> {
     now_ms: fn() -> i64,
     run_id: i64,
     stop: Option<tokio::sync::watch::Receiver<bool>>,
+    /// `[sinks.fields]`, and the suffix it adds to what the sink acknowledges.
+    mapping: Option<Mapping>,
+    view: String,
 }
 
 /// What the shared loop tells its caller as records of a batch are settled: the acknowledged ones
@@ -209,8 +223,9 @@ impl Delivery<'_> {
 
     async fn deliver<K: Kind>(&self, kind: &K) -> SinkReport {
         let mut report = self.new_report();
-        let mut up = true;
-        if self.sink.takes(EventStream::Inventory) {
+        // Deletions first: a user deleted and created again under the same ARN ends up present.
+        let mut up = self.deliver_deletes(kind, &mut report).await.is_ok();
+        if self.sink.takes(EventStream::Inventory) && up {
             up = self.deliver_inventory(kind, &mut report).await.is_ok();
         }
         if self.sink.takes(EventStream::Changes) && up && !self.stopping() {
@@ -230,6 +245,7 @@ impl Delivery<'_> {
             let page = match self.store.pending(
                 &self.sink.name,
                 self.sink.mode,
+                &self.view,
                 &after,
                 PAGE.max(self.sink.batch_size),
             ) {
@@ -243,6 +259,7 @@ impl Delivery<'_> {
                 return Ok(());
             };
             after = last.uid.clone();
+            let page = self.view_of(page, report)?;
             for batch in batches(&page, self.sink.batch_size) {
                 // Between batches is a safe point: everything sent so far is acknowledged.
                 if self.stopping() {
@@ -255,6 +272,102 @@ impl Delivery<'_> {
                     self.record(acked, rejected, report)
                 };
                 self.deliver_batch(kind, batch, report, &mut settle).await?;
+            }
+        }
+    }
+
+    /// With `[sinks.fields]`, each record becomes the flat object of its mapped fields. A record
+    /// the mapping cannot be evaluated on is rejected (named, held back until it changes) without
+    /// being sent.
+    fn view_of(
+        &self,
+        page: Vec<PendingRecord>,
+        report: &mut SinkReport,
+    ) -> Result<Vec<PendingRecord>, ()> {
+        let Some(mapping) = &self.mapping else {
+            return Ok(page);
+        };
+        let now = (self.now_ms)();
+        let mut out = Vec::with_capacity(page.len());
+        let mut failed = Vec::new();
+        for mut r in page {
+            let mapped = serde_json::from_str(&r.record)
+                .map_err(|e| e.to_string())
+                .and_then(|v| mapping.apply(&v, now));
+            match mapped {
+                Ok(v) => {
+                    r.record = v.to_string();
+                    out.push(r);
+                }
+                Err(why) => failed.push((r, format!("cannot map the record: {why}"))),
+            }
+        }
+        if !failed.is_empty() {
+            let rejected: Vec<(&PendingRecord, String)> =
+                failed.iter().map(|(r, why)| (r, why.clone())).collect();
+            self.record(&[], &rejected, report)?;
+        }
+        Ok(out)
+    }
+
+    /// `on_delete = "delete"`: users deleted from IAM that this sink had, removed from it. A sink
+    /// that keeps deleted users forgets the queue instead. `Err` = the sink is down.
+    async fn deliver_deletes<K: Kind>(&self, kind: &K, report: &mut SinkReport) -> Result<(), ()> {
+        let name = &self.sink.name;
+        if self.sink.on_delete == OnDelete::Keep {
+            return self.store.forget_deletes(name, None).map_err(|e| {
+                report.error = Some(e.to_string());
+            });
+        }
+        loop {
+            let page = match self
+                .store
+                .pending_deletes(name, PAGE.max(self.sink.batch_size))
+            {
+                Ok(p) => p,
+                Err(e) => {
+                    report.error = Some(e.to_string());
+                    return Err(());
+                }
+            };
+            if page.is_empty() {
+                return Ok(());
+            }
+            let mut settled = 0;
+            for chunk in page.chunks(self.sink.batch_size.max(1)) {
+                if self.stopping() {
+                    return Ok(());
+                }
+                let batch = Batch {
+                    op: Op::Delete,
+                    records: chunk.iter().collect(),
+                };
+                let mut settle = |acked: &[&PendingRecord],
+                                  rejected: &[(&PendingRecord, String)],
+                                  report: &mut SinkReport| {
+                    let uids: Vec<&str> = acked
+                        .iter()
+                        .map(|r| r.uid.as_str())
+                        .chain(rejected.iter().map(|(r, _)| r.uid.as_str()))
+                        .collect();
+                    settled += uids.len();
+                    report.deleted += acked.len() as u64;
+                    for (r, why) in rejected {
+                        report.rejected_now.push(RejectedRecord {
+                            user: r.user_name.clone(),
+                            uid: r.uid.clone(),
+                            reason: format!("delete: {why}"),
+                        });
+                    }
+                    self.store
+                        .forget_deletes(name, Some(&uids))
+                        .map_err(|e| report.error = Some(e.to_string()))
+                };
+                self.deliver_batch(kind, batch, report, &mut settle).await?;
+            }
+            if settled < page.len() {
+                // Some deletions were not confirmed: they stay queued for the next sync.
+                return Ok(());
             }
         }
     }
@@ -314,8 +427,7 @@ impl Delivery<'_> {
                 }
                 report.events_sent += chunk.len() as u64;
                 let batch = Batch {
-                    is_update: false,
-                    events: true,
+                    op: Op::Event,
                     records: chunk.iter().map(|(_, r)| r).collect(),
                 };
                 let mut settle = |acked: &[&PendingRecord],
@@ -362,14 +474,20 @@ impl Delivery<'_> {
         let (sink, mode) = (&self.sink.name, self.sink.mode);
         if self.sink.takes(EventStream::Inventory) {
             match (
-                self.store.pending_count(sink, mode),
-                self.store.rejected(sink),
+                self.store.pending_count(sink, mode, &self.view),
+                self.store.rejected(sink, &self.view),
             ) {
                 (Ok(pending), Ok(rejected)) => {
                     report.pending = pending;
                     report.rejected = rejected.len() as u64;
                 }
                 (Err(e), _) | (_, Err(e)) => report.error = Some(e.to_string()),
+            }
+        }
+        if self.sink.on_delete == OnDelete::Delete {
+            match self.store.deletes_pending(sink) {
+                Ok(n) => report.deletes_pending = n,
+                Err(e) => report.error = Some(e.to_string()),
             }
         }
         if self.sink.takes(EventStream::Changes) {
@@ -394,7 +512,7 @@ impl Delivery<'_> {
         report: &mut SinkReport,
         settle: &mut Settle<'_, 'r>,
     ) -> Result<(), ()> {
-        let (is_update, events) = (batch.is_update, batch.events);
+        let op = batch.op;
         let mut work: Vec<Vec<&'r PendingRecord>> = vec![batch.records];
         let mut again: Vec<&'r PendingRecord> = Vec::new();
         let mut round = 0u32;
@@ -422,11 +540,7 @@ impl Delivery<'_> {
             if self.stopping() {
                 return Err(());
             }
-            let sub = Batch {
-                is_update,
-                events,
-                records,
-            };
+            let sub = Batch { op, records };
             match kind.send(&sub, report).await {
                 Outcome::Records(outcomes) => {
                     if outcomes.len() != sub.records.len() {

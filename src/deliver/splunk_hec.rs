@@ -81,7 +81,7 @@ pub fn encode(batch: &Batch<'_>, sink: &SinkConfig) -> Vec<u8> {
         ),
         meta(
             "sourcetype",
-            Some(if batch.events {
+            Some(if batch.op == super::batch::Op::Event {
                 EVENTS_SOURCETYPE
             } else {
                 sink.sourcetype.as_deref().unwrap_or(DEFAULT_SOURCETYPE)

@@ -34,6 +34,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0004_change_events",
         include_str!("../../migrations/0004_change_events.sql"),
     ),
+    (
+        "0005_sink_deletes",
+        include_str!("../../migrations/0005_sink_deletes.sql"),
+    ),
 ];
 
 /// Runs left `running` by another host (or where liveness cannot be checked) are declared dead
@@ -57,6 +61,16 @@ fn process_alive(pid: i64) -> bool {
 pub struct StoreError(pub String);
 
 pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Why an export stopped: the store, or the writer (kept as the `io::Error` it is, so a closed
+/// pipe can be told apart).
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot write the export: {0}")]
+    Write(#[source] std::io::Error),
+}
 
 pub struct Store {
     conn: Mutex<Connection>,
@@ -225,8 +239,12 @@ impl Store {
         Ok(())
     }
 
-    /// Writes the snapshot as OCSF NDJSON, one record per line, ordered by account then ARN.
-    pub fn export(&self, out: &mut dyn std::io::Write) -> Result<usize> {
+    /// Hands every snapshot record (OCSF JSON with its `time`) to `each`, ordered by account then
+    /// ARN. A failure of `each` (a closed pipe) ends the export as [`ExportError::Write`].
+    pub fn export(
+        &self,
+        each: &mut dyn FnMut(&str) -> std::io::Result<()>,
+    ) -> std::result::Result<usize, ExportError> {
         let conn = self.lock();
         let mut stmt = conn
             .prepare("SELECT record, last_seen FROM snapshot ORDER BY account_id, uid")
@@ -241,10 +259,7 @@ impl Store {
         {
             let record: String = row.get(0).map_err(|e| self.sql_err("bad row", e))?;
             let seen: i64 = row.get(1).map_err(|e| self.sql_err("bad row", e))?;
-            let line = with_time(&record, seen);
-            out.write_all(line.as_bytes())
-                .and_then(|_| out.write_all(b"\n"))
-                .map_err(|e| StoreError(format!("cannot write the export: {e}")))?;
+            each(&with_time(&record, seen)).map_err(ExportError::Write)?;
             n += 1;
         }
         Ok(n)

@@ -120,7 +120,9 @@ impl Store {
                 .map_err(e("cannot write the snapshot"))?;
             let mut rehash_acks = tx
                 .prepare_cached(
-                    "UPDATE sink_acks SET content_hash = ?3 WHERE uid = ?1 AND content_hash = ?2",
+                    // Keeps a sink's view suffix (`<hash>:<mapping fingerprint>`).
+                    "UPDATE sink_acks SET content_hash = ?3 || substr(content_hash, length(?2) + 1)
+                     WHERE uid = ?1 AND substr(content_hash, 1, length(?2)) = ?2",
                 )
                 .map_err(e("cannot write sink state"))?;
             let mut insert = tx
@@ -163,9 +165,12 @@ impl Store {
                     .map_err(e("cannot write the change log"))?;
                     id = Some(tx.last_insert_rowid());
                 }
+                // A dry run shows what sinks would receive: it keeps the records of created and
+                // updated users (a real sync reads them back from the log when it needs them).
+                let shown = w.dry_run && matches!(kind, ChangeKind::Created | ChangeKind::Updated);
                 outcome.changes.push(ChangeRow {
                     id,
-                    record: None,
+                    record: shown.then(|| serde_json::from_str(record).ok()).flatten(),
                     run_id: (!w.dry_run).then_some(w.run_id),
                     at: w.collected_ms,
                     account_id: w.account_id.to_string(),
@@ -304,7 +309,8 @@ impl Store {
                     .query_row(params![uid], |r| r.get(2))
                     .map_err(e("cannot read the snapshot"))?;
                 if write {
-                    remove_user(&tx, &uid).map_err(e("cannot write the snapshot"))?;
+                    let deleted = under_prefix.then_some((user_name.as_str(), w.collected_ms));
+                    remove_user(&tx, &uid, deleted).map_err(e("cannot write the snapshot"))?;
                 }
                 let kind = if under_prefix {
                     outcome.deleted += 1;
@@ -344,8 +350,20 @@ impl Store {
     }
 }
 
-/// Removes a user from the snapshot with every sink's state about it.
-fn remove_user(tx: &rusqlite::Transaction<'_>, uid: &str) -> rusqlite::Result<()> {
+/// Removes a user from the snapshot with every sink's state about it. A user `deleted` from IAM (not
+/// merely retired) is queued for deletion at every sink that had acknowledged it.
+fn remove_user(
+    tx: &rusqlite::Transaction<'_>,
+    uid: &str,
+    deleted: Option<(&str, i64)>,
+) -> rusqlite::Result<()> {
+    if let Some((user_name, at)) = deleted {
+        tx.execute(
+            "INSERT OR REPLACE INTO sink_deletes (sink, uid, user_name, deleted_at)
+             SELECT sink, uid, ?2, ?3 FROM sink_acks WHERE uid = ?1",
+            params![uid, user_name, at],
+        )?;
+    }
     tx.execute("DELETE FROM snapshot WHERE uid = ?1", params![uid])?;
     tx.execute("DELETE FROM sink_acks WHERE uid = ?1", params![uid])?;
     tx.execute("DELETE FROM sink_rejects WHERE uid = ?1", params![uid])?;
@@ -391,7 +409,7 @@ impl Store {
                 continue;
             }
             if !dry_run {
-                remove_user(&tx, &uid).map_err(e("cannot write the snapshot"))?;
+                remove_user(&tx, &uid, None).map_err(e("cannot write the snapshot"))?;
                 tx.execute(
                     "INSERT INTO changes (run_id, at, account_id, uid, user_name, kind, fields, record)
                      VALUES (?1, ?2, ?3, ?4, ?5, 'retired', '[]', ?6)",
@@ -456,7 +474,7 @@ mod tests {
         let store = Store::open(&dir.path().join("s.db"), OpenMode::ReadWrite).unwrap();
         assert_eq!(write(&store, record("x")).created, 1);
         let pending = store
-            .pending("siem", SinkMode::CreateUpdate, "", 10)
+            .pending("siem", SinkMode::CreateUpdate, "", "", 10)
             .unwrap();
         store
             .ack("siem", &[(&pending[0].uid, &pending[0].content_hash)], 1)
@@ -473,7 +491,7 @@ mod tests {
         assert_eq!((out.updated, out.unchanged, out.changes.len()), (0, 1, 0));
         assert!(
             store
-                .pending("siem", SinkMode::CreateUpdate, "", 10)
+                .pending("siem", SinkMode::CreateUpdate, "", "", 10)
                 .unwrap()
                 .is_empty()
         );
@@ -482,7 +500,7 @@ mod tests {
         assert_eq!(out.updated, 1);
         assert_eq!(
             store
-                .pending("siem", SinkMode::CreateUpdate, "", 10)
+                .pending("siem", SinkMode::CreateUpdate, "", "", 10)
                 .unwrap()
                 .len(),
             1
