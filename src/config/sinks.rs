@@ -25,6 +25,12 @@ pub enum SinkType {
     /// Splunk HTTP Event Collector.
     #[serde(rename = "splunk_hec")]
     SplunkHec,
+    /// Sekoia.io asset connector.
+    #[serde(rename = "sekoia_assets")]
+    SekoiaAssets,
+    /// Oomnitza bulk API.
+    #[serde(rename = "oomnitza")]
+    Oomnitza,
 }
 
 impl SinkType {
@@ -35,6 +41,8 @@ impl SinkType {
             SinkType::Stdout => "stdout",
             SinkType::Elasticsearch => "elasticsearch",
             SinkType::SplunkHec => "splunk_hec",
+            SinkType::SekoiaAssets => "sekoia_assets",
+            SinkType::Oomnitza => "oomnitza",
         }
     }
 }
@@ -156,12 +164,22 @@ pub struct SinkConfig {
     pub username: Option<String>,
     /// elasticsearch: password for Basic authentication.
     pub password: Option<Secret>,
-    /// elasticsearch: an API key, sent as `Authorization: ApiKey <api_key>` (the encoded key).
+    /// elasticsearch: an API key, sent as `Authorization: ApiKey <api_key>` (the encoded key);
+    /// sekoia_assets: the API key (`Authorization: Bearer`).
     pub api_key: Option<Secret>,
     /// elasticsearch: the ingest pipeline every document goes through.
     pub pipeline: Option<String>,
-    /// splunk_hec: the HEC token (`Authorization: Splunk <token>`).
+    /// splunk_hec: the HEC token (`Authorization: Splunk <token>`); oomnitza: the API token
+    /// (`Authorization2`).
     pub token: Option<Secret>,
+    /// sekoia_assets: the asset connector's UUID.
+    pub connector_uuid: Option<String>,
+    /// oomnitza: the connector name shown in Oomnitza's sync sessions.
+    pub connector_name: Option<String>,
+    /// oomnitza: the mapped fields Oomnitza matches records on (default `["arn"]`).
+    pub sync_field: Option<Vec<String>>,
+    /// oomnitza: the record type (default `"users"`).
+    pub data_type: Option<String>,
     /// splunk_hec: the event `source` (default `iam-inventory`).
     pub source: Option<String>,
     /// splunk_hec: the event `sourcetype` (default `ocsf:user_inventory`).
@@ -203,6 +221,13 @@ impl SinkConfig {
             .and_then(|f| crate::mapping::Mapping::new(f).ok())
     }
 
+    /// oomnitza: the fields records are matched on.
+    pub fn sync_fields(&self) -> Vec<String> {
+        self.sync_field
+            .clone()
+            .unwrap_or_else(|| vec!["arn".to_string()])
+    }
+
     pub fn takes(&self, stream: EventStream) -> bool {
         self.events.contains(&stream)
     }
@@ -229,22 +254,38 @@ impl SinkConfig {
 
     /// The keys of this sink that only some kinds take, with the kinds that take them; a key set
     /// on a kind that does not use it is a configuration error, not silently ignored.
-    fn kind_keys(&self) -> [(&'static str, bool, &'static [SinkType]); 13] {
+    fn kind_keys(&self) -> [(&'static str, bool, &'static [SinkType]); 17] {
         use SinkType::*;
         [
-            ("url", self.url.is_some(), &[Http, Elasticsearch, SplunkHec]),
+            (
+                "url",
+                self.url.is_some(),
+                &[Http, Elasticsearch, SplunkHec, SekoiaAssets, Oomnitza],
+            ),
             ("path", self.path.is_some(), &[File]),
             ("index", self.index.is_some(), &[Elasticsearch, SplunkHec]),
             ("username", self.username.is_some(), &[Elasticsearch]),
             ("password", self.password.is_some(), &[Elasticsearch]),
-            ("api_key", self.api_key.is_some(), &[Elasticsearch]),
+            (
+                "api_key",
+                self.api_key.is_some(),
+                &[Elasticsearch, SekoiaAssets],
+            ),
             ("pipeline", self.pipeline.is_some(), &[Elasticsearch]),
             (
                 "events_index",
                 self.events_index.is_some(),
                 &[Elasticsearch],
             ),
-            ("token", self.token.is_some(), &[SplunkHec]),
+            ("token", self.token.is_some(), &[SplunkHec, Oomnitza]),
+            (
+                "connector_uuid",
+                self.connector_uuid.is_some(),
+                &[SekoiaAssets],
+            ),
+            ("connector_name", self.connector_name.is_some(), &[Oomnitza]),
+            ("sync_field", self.sync_field.is_some(), &[Oomnitza]),
+            ("data_type", self.data_type.is_some(), &[Oomnitza]),
             ("source", self.source.is_some(), &[SplunkHec]),
             ("sourcetype", self.sourcetype.is_some(), &[SplunkHec]),
             ("host", self.host.is_some(), &[SplunkHec]),
@@ -276,10 +317,15 @@ fn validate_kind(key: &str, sink: &SinkConfig) -> Result<(), String> {
         }
     };
     match sink.kind {
-        SinkType::Http | SinkType::Elasticsearch | SinkType::SplunkHec => {
+        SinkType::Http | SinkType::Elasticsearch | SinkType::SplunkHec | SinkType::Oomnitza => {
             required("url", sink.url.is_some())?;
             let url = sink.url.as_ref().map(SinkUrl::as_str).unwrap_or_default();
             check_http_url(url).map_err(|m| format!("{key}.url: {m}"))?;
+        }
+        SinkType::SekoiaAssets => {
+            if let Some(url) = sink.url.as_ref().map(SinkUrl::as_str) {
+                check_http_url(url).map_err(|m| format!("{key}.url: {m}"))?;
+            }
         }
         SinkType::File => {
             required(
@@ -311,6 +357,53 @@ fn validate_kind(key: &str, sink: &SinkConfig) -> Result<(), String> {
             }
             if sink.pipeline.as_deref().is_some_and(str::is_empty) {
                 return Err(format!("{key}.pipeline: must not be empty"));
+            }
+        }
+        SinkType::SekoiaAssets => {
+            required("connector_uuid", sink.connector_uuid.is_some())?;
+            required("api_key", sink.api_key.is_some())?;
+            let uuid = sink.connector_uuid.as_deref().unwrap_or_default();
+            let ok = uuid.len() == 36
+                && uuid.chars().enumerate().all(|(i, c)| {
+                    if matches!(i, 8 | 13 | 18 | 23) {
+                        c == '-'
+                    } else {
+                        c.is_ascii_hexdigit()
+                    }
+                });
+            if !ok {
+                return Err(format!(
+                    "{key}.connector_uuid: {uuid:?} is not a UUID (the asset connector's id in Sekoia)"
+                ));
+            }
+            if sink.events.contains(&EventStream::Changes) {
+                return Err(format!(
+                    "{key}.events: an asset connector takes inventory records only, not change events"
+                ));
+            }
+        }
+        SinkType::Oomnitza => {
+            required("token", sink.token.is_some())?;
+            required("connector_name", sink.connector_name.is_some())?;
+            let Some(fields) = &sink.fields else {
+                return Err(format!(
+                    "{key}.fields: required for an oomnitza sink ({:?}): Oomnitza takes flat records of your own fields (see the README's Field mapping)",
+                    sink.name
+                ));
+            };
+            let sync = sink.sync_fields();
+            if sync.is_empty() {
+                return Err(format!("{key}.sync_field: name at least one mapped field"));
+            }
+            if let Some(missing) = sync.iter().find(|f| !fields.contains_key(*f)) {
+                return Err(format!(
+                    "{key}.sync_field: {missing:?} is not one of the mapped [sinks.fields] (Oomnitza matches records on it)"
+                ));
+            }
+            if sink.events.contains(&EventStream::Changes) {
+                return Err(format!(
+                    "{key}.events: Oomnitza takes inventory records only, not change events"
+                ));
             }
         }
         SinkType::SplunkHec => {
@@ -443,6 +536,10 @@ pub fn default_stdout_sink() -> SinkConfig {
         events_index: None,
         on_delete: OnDelete::Keep,
         fields: None,
+        connector_uuid: None,
+        connector_name: None,
+        sync_field: None,
+        data_type: None,
         format: SinkFormat::Ndjson,
         batch_size: default_batch_size(),
         headers: BTreeMap::new(),

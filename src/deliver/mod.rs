@@ -14,8 +14,10 @@ pub mod batch;
 pub mod elasticsearch;
 pub mod file;
 pub mod http;
+pub mod oomnitza;
 pub mod probe;
 pub mod retry;
+pub mod sekoia;
 pub mod splunk_hec;
 pub mod stdout;
 pub mod transport;
@@ -127,6 +129,20 @@ pub trait Kind {
         batch: &Batch<'_>,
         report: &mut SinkReport,
     ) -> impl std::future::Future<Output = Outcome> + Send;
+
+    /// Whether inventory acknowledgements wait for [`Kind::finish`] (a destination that applies a
+    /// sync's batches only when told to, like Oomnitza's portions).
+    fn defers_acks(&self) -> bool {
+        false
+    }
+
+    /// Called once after the inventory batches of a sync; `Err` leaves every deferred record pending.
+    fn finish(
+        &self,
+        _report: &mut SinkReport,
+    ) -> impl std::future::Future<Output = Result<(), String>> + Send {
+        async { Ok(()) }
+    }
 }
 
 /// Delivers to every sink at once and reports each. `run_id` is the run whose changes a sink that
@@ -170,6 +186,12 @@ pub async fn deliver_all(
                     }
                     (SinkType::SplunkHec, Ok(client)) => {
                         run.deliver(&splunk_hec::SplunkHec::new(client, sink)).await
+                    }
+                    (SinkType::SekoiaAssets, Ok(client)) => {
+                        run.deliver(&sekoia::Sekoia { client, sink }).await
+                    }
+                    (SinkType::Oomnitza, Ok(client)) => {
+                        run.deliver(&oomnitza::Oomnitza::new(client, sink)).await
                     }
                     (_, Err(e)) => run.cannot_start(e.clone()),
                 }
@@ -234,11 +256,44 @@ impl Delivery<'_> {
         self.finish(report)
     }
 
-    /// The 5003 records this sink still needs under its mode. `Err` = the sink is down.
+    /// The 5003 records this sink still needs under its mode. `Err` = the sink is down. For a kind
+    /// that defers acknowledgements, they are stored only once its `finish` succeeds.
     async fn deliver_inventory<K: Kind>(
         &self,
         kind: &K,
         report: &mut SinkReport,
+    ) -> Result<(), ()> {
+        if !kind.defers_acks() {
+            return self.send_inventory(kind, report, None).await;
+        }
+        let mut deferred: Vec<(String, String)> = Vec::new();
+        let sent = self.send_inventory(kind, report, Some(&mut deferred)).await;
+        if deferred.is_empty() {
+            return sent;
+        }
+        if let Err(why) = kind.finish(report).await {
+            tracing::warn!(sink = %self.sink.name, error = %why, records = deferred.len(), "not applied by the destination; the records stay pending");
+            report.error = Some(why);
+            return Err(());
+        }
+        let acks: Vec<(&str, &str)> = deferred
+            .iter()
+            .map(|(u, h)| (u.as_str(), h.as_str()))
+            .collect();
+        if let Err(e) = self.store.ack(&self.sink.name, &acks, (self.now_ms)()) {
+            report.error = Some(e.to_string());
+            return Err(());
+        }
+        report.acknowledged += acks.len() as u64;
+        sent
+    }
+
+    /// Sends every pending inventory record; acknowledgements go to the store, or into `deferred`.
+    async fn send_inventory<K: Kind>(
+        &self,
+        kind: &K,
+        report: &mut SinkReport,
+        mut deferred: Option<&mut Vec<(String, String)>>,
     ) -> Result<(), ()> {
         let mut after = String::new();
         loop {
@@ -269,7 +324,17 @@ impl Delivery<'_> {
                 let mut settle = |acked: &[&PendingRecord],
                                   rejected: &[(&PendingRecord, String)],
                                   report: &mut SinkReport| {
-                    self.record(acked, rejected, report)
+                    match deferred.as_deref_mut() {
+                        Some(later) => {
+                            later.extend(
+                                acked
+                                    .iter()
+                                    .map(|r| (r.uid.clone(), r.content_hash.clone())),
+                            );
+                            self.record(&[], rejected, report)
+                        }
+                        None => self.record(acked, rejected, report),
+                    }
                 };
                 self.deliver_batch(kind, batch, report, &mut settle).await?;
             }

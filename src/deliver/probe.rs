@@ -31,6 +31,8 @@ pub async fn probe_sinks(sinks: &[SinkConfig]) -> Vec<(String, Probe)> {
             SinkType::Http => probe_http(&client, sink).await,
             SinkType::Elasticsearch => probe_elasticsearch(&client, sink).await,
             SinkType::SplunkHec => probe_hec(&client, sink).await,
+            SinkType::SekoiaAssets => probe_sekoia(&client, sink).await,
+            SinkType::Oomnitza => probe_oomnitza(&client, sink).await,
         };
         out.push((label(sink), result));
     }
@@ -141,5 +143,42 @@ async fn probe_hec(client: &reqwest::Client, sink: &SinkConfig) -> Probe {
                 .into(),
         ),
         _ => Err(refused(status, &body, sink)),
+    }
+}
+
+/// Sekoia has no read endpoint for a push connector; an empty push (no items) proves the key and
+/// the connector without adding anything.
+async fn probe_sekoia(client: &reqwest::Client, sink: &SinkConfig) -> Probe {
+    let sekoia = super::sekoia::Sekoia { client, sink };
+    let req = sekoia
+        .request(reqwest::Method::POST)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body("{\"version\":1,\"items\":[]}");
+    match send(req).await? {
+        (200, _) => Ok("connector found, api_key accepted".into()),
+        (s @ (401 | 403), body) => Err(format!(
+            "{} (check the sink's api_key)",
+            refused(s, &body, sink)
+        )),
+        (404, body) => Err(format!(
+            "{} (check connector_uuid)",
+            refused(404, &body, sink)
+        )),
+        (s, body) => Err(refused(s, &body, sink)),
+    }
+}
+
+/// Oomnitza: finalizing a portion that does not exist proves the token (401/403 when refused; any
+/// other answer means the API took the credentials) without touching data.
+async fn probe_oomnitza(client: &reqwest::Client, sink: &SinkConfig) -> Probe {
+    let oom = super::oomnitza::Oomnitza::new(client, sink);
+    let path = format!("/api/v3/bulk/{}/finalize", oom.portion);
+    match send(oom.request(reqwest::Method::POST, &path).body("{}")).await? {
+        (s @ (401 | 403), body) => Err(format!(
+            "{} (Oomnitza refused the token)",
+            refused(s, &body, sink)
+        )),
+        (s @ 500.., body) => Err(refused(s, &body, sink)),
+        (s, _) => Ok(format!("token accepted (HTTP {s} for an unknown portion)")),
     }
 }

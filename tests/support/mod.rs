@@ -6,10 +6,12 @@ pub mod bulk_proxy;
 pub mod cli;
 pub mod hec;
 pub mod moto;
+pub mod oomnitza;
 pub mod opensearch;
 pub mod proxy;
 pub mod receiver;
 pub mod schema;
+pub mod sekoia;
 
 /// A free TCP port on 127.0.0.1 (bound, then released for the server to take).
 pub fn free_port() -> u16 {

@@ -1,0 +1,174 @@
+//! `type = "oomnitza"`: Oomnitza's bulk API. Each sync opens one `portion` (a UUID) per sink; every
+//! batch is `POST {url}/api/v3/bulk` with `Authorization2: <token>` and `{"portion", "records",
+//! "sync_field", "data_type", "insert_only", "update_only", "connector_name"}` (the mode decides
+//! `insert_only`/`update_only`); after the last batch, `POST {url}/api/v3/bulk/{portion}/finalize`
+//! asks Oomnitza to apply the portion. Records are the sink's mapped fields (`[sinks.fields]` is
+//! required), matched on `sync_field`.
+//!
+//! Nothing is acknowledged before the finalize succeeds: a failed finalize leaves every record of
+//! the portion pending, and the next sync sends them again under a new portion.
+
+use reqwest::header::{CONTENT_TYPE, HeaderValue};
+use serde_json::json;
+
+use super::batch::Batch;
+use super::transport::{encode_body, exchange};
+use super::{Outcome, SinkReport};
+use crate::config::{Compression, SinkConfig, SinkMode};
+
+pub struct Oomnitza<'a> {
+    pub client: &'a reqwest::Client,
+    pub sink: &'a SinkConfig,
+    /// This sync's portion.
+    pub portion: String,
+    /// Whether any batch went into the portion (an empty portion is not finalized).
+    posted: std::sync::atomic::AtomicBool,
+}
+
+/// A random version-4 UUID.
+pub fn new_portion() -> String {
+    let mut b = [0u8; 16];
+    b.iter_mut().for_each(|x| *x = fastrand::u8(..));
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let x = hex::encode(b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &x[..8],
+        &x[8..12],
+        &x[12..16],
+        &x[16..20],
+        &x[20..]
+    )
+}
+
+impl<'a> Oomnitza<'a> {
+    pub fn new(client: &'a reqwest::Client, sink: &'a SinkConfig) -> Oomnitza<'a> {
+        Oomnitza {
+            client,
+            sink,
+            portion: new_portion(),
+            posted: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    fn base(&self) -> &str {
+        self.sink
+            .url
+            .as_ref()
+            .map(|u| u.as_str().trim_end_matches('/'))
+            .unwrap_or_default()
+    }
+
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let mut req = self
+            .client
+            .request(method, format!("{}{path}", self.base()));
+        let token = self
+            .sink
+            .token
+            .as_ref()
+            .map(|t| t.expose())
+            .unwrap_or_default();
+        if let Ok(mut v) = HeaderValue::from_str(token) {
+            v.set_sensitive(true);
+            req = req.header("Authorization2", v);
+        }
+        super::http::with_headers(req, self.sink)
+    }
+
+    /// The batch body: the portion's parameters and the records.
+    pub fn encode(&self, batch: &Batch<'_>) -> Vec<u8> {
+        let s = self.sink;
+        let head = json!({
+            "portion": self.portion,
+            "sync_field": s.sync_fields(),
+            "data_type": s.data_type.as_deref().unwrap_or("users"),
+            "insert_only": s.mode == SinkMode::CreateOnly,
+            "update_only": s.mode == SinkMode::UpdateOnly,
+            "connector_name": s.connector_name.as_deref().unwrap_or_default(),
+        })
+        .to_string();
+        // `{…head…,"records":[…]}`: the records are already JSON text.
+        let mut body = Vec::with_capacity(
+            head.len()
+                + batch
+                    .records
+                    .iter()
+                    .map(|r| r.record.len() + 1)
+                    .sum::<usize>()
+                + 16,
+        );
+        body.extend_from_slice(&head.as_bytes()[..head.len() - 1]);
+        body.extend_from_slice(b",\"records\":[");
+        for (i, r) in batch.records.iter().enumerate() {
+            if i > 0 {
+                body.push(b',');
+            }
+            body.extend_from_slice(r.record.as_bytes());
+        }
+        body.extend_from_slice(b"]}");
+        body
+    }
+
+    fn refused(&self, status: u16, message: String) -> Outcome {
+        match status {
+            401 | 403 => Outcome::Down(format!(
+                "{message} (Oomnitza refused the token of sink {:?})",
+                self.sink.name
+            )),
+            _ => Outcome::from_batch_status(status, message),
+        }
+    }
+}
+
+impl super::Kind for Oomnitza<'_> {
+    async fn send(&self, batch: &Batch<'_>, report: &mut SinkReport) -> Outcome {
+        let sink = self.sink;
+        let body = match encode_body(sink, self.encode(batch)) {
+            Ok(b) => b,
+            Err(m) => return Outcome::Down(m),
+        };
+        let build = || {
+            self.request(reqwest::Method::POST, "/api/v3/bulk")
+                .header(CONTENT_TYPE, "application/json")
+        };
+        let gzipped = sink.compression == Compression::Gzip;
+        match exchange(sink, build, body, gzipped, report).await {
+            Err(m) => Outcome::Down(m),
+            Ok(r) if r.is_success() => {
+                self.posted
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                Outcome::all_acked(batch)
+            }
+            Ok(r) => self.refused(r.status, r.describe(sink)),
+        }
+    }
+
+    fn defers_acks(&self) -> bool {
+        true
+    }
+
+    async fn finish(&self, report: &mut SinkReport) -> Result<(), String> {
+        if !self.posted.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(());
+        }
+        let path = format!("/api/v3/bulk/{}/finalize", self.portion);
+        let build = || {
+            self.request(reqwest::Method::POST, &path)
+                .header(CONTENT_TYPE, "application/json")
+        };
+        match exchange(self.sink, build, bytes::Bytes::new(), false, report).await {
+            Ok(r) if r.is_success() => Ok(()),
+            Ok(r) => Err(format!(
+                "finalize of portion {}: {} (its records are sent again next sync, in a new portion)",
+                self.portion,
+                r.describe(self.sink)
+            )),
+            Err(m) => Err(format!(
+                "finalize of portion {}: {m} (its records are sent again next sync, in a new portion)",
+                self.portion
+            )),
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! `type = "sekoia_assets"`: Sekoia.io asset connector. `POST
+//! {url}/api/v2/asset-management/asset-connector/{connector_uuid}` with `Authorization: Bearer
+//! <api_key>` and `{"version": 1, "items": [records]}`; success is HTTP 200 exactly (any other
+//! answer delivers nothing). Records are the OCSF 5003 records (what Sekoia's own AWS IAM connector
+//! sends), or the mapped fields when the sink has `[sinks.fields]`.
+
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+
+use super::batch::Batch;
+use super::transport::{encode_body, exchange};
+use super::{Outcome, SinkReport};
+use crate::config::{Compression, SinkConfig};
+
+/// Where Sekoia's API lives unless `url` says otherwise.
+pub const DEFAULT_URL: &str = "https://api.sekoia.io";
+
+pub struct Sekoia<'a> {
+    pub client: &'a reqwest::Client,
+    pub sink: &'a SinkConfig,
+}
+
+/// `{"version": 1, "items": [...]}` with the records as they are (already JSON).
+pub fn encode(batch: &Batch<'_>) -> Vec<u8> {
+    let size: usize = batch.records.iter().map(|r| r.record.len() + 1).sum();
+    let mut body = Vec::with_capacity(size + 32);
+    body.extend_from_slice(b"{\"version\":1,\"items\":[");
+    for (i, r) in batch.records.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(r.record.as_bytes());
+    }
+    body.extend_from_slice(b"]}");
+    body
+}
+
+impl Sekoia<'_> {
+    pub fn endpoint(&self) -> String {
+        let base = self
+            .sink
+            .url
+            .as_ref()
+            .map(|u| u.as_str())
+            .unwrap_or(DEFAULT_URL)
+            .trim_end_matches('/');
+        let uuid = self.sink.connector_uuid.as_deref().unwrap_or_default();
+        format!("{base}/api/v2/asset-management/asset-connector/{uuid}")
+    }
+
+    pub fn request(&self, method: reqwest::Method) -> reqwest::RequestBuilder {
+        let mut req = self.client.request(method, self.endpoint());
+        let key = self
+            .sink
+            .api_key
+            .as_ref()
+            .map(|k| k.expose())
+            .unwrap_or_default();
+        if let Ok(mut v) = HeaderValue::from_str(&format!("Bearer {key}")) {
+            v.set_sensitive(true);
+            req = req.header(AUTHORIZATION, v);
+        }
+        super::http::with_headers(req, self.sink)
+    }
+}
+
+impl super::Kind for Sekoia<'_> {
+    async fn send(&self, batch: &Batch<'_>, report: &mut SinkReport) -> Outcome {
+        let sink = self.sink;
+        let body = match encode_body(sink, encode(batch)) {
+            Ok(b) => b,
+            Err(m) => return Outcome::Down(m),
+        };
+        let build = || {
+            self.request(reqwest::Method::POST)
+                .header(CONTENT_TYPE, "application/json")
+        };
+        let gzipped = sink.compression == Compression::Gzip;
+        match exchange(sink, build, body, gzipped, report).await {
+            Err(m) => Outcome::Down(m),
+            Ok(r) if r.status == 200 => Outcome::all_acked(batch),
+            Ok(r) if r.is_success() => Outcome::Failed(format!(
+                "{} (Sekoia answers 200 when it takes the items; not acknowledged)",
+                r.describe(sink)
+            )),
+            Ok(r) => match r.status {
+                401 | 403 => Outcome::Down(format!(
+                    "{} (Sekoia refused the api_key of sink {:?})",
+                    r.describe(sink),
+                    sink.name
+                )),
+                404 => Outcome::Down(format!(
+                    "{} (no asset connector {:?}: check connector_uuid)",
+                    r.describe(sink),
+                    sink.connector_uuid.as_deref().unwrap_or_default()
+                )),
+                status => Outcome::from_batch_status(status, r.describe(sink)),
+            },
+        }
+    }
+}
