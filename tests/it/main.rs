@@ -5,6 +5,7 @@
 mod support;
 
 mod accounts;
+mod assets;
 mod cli;
 mod daemon;
 mod events;
