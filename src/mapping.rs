@@ -126,7 +126,8 @@ mod tests {
             ("arn", "user.uid"),
             ("email", "user.name ~ '@example.com'"),
             ("mfa", "user.has_mfa"),
-            ("keys", "user.programmatic_credentials | length"),
+            ("keys", "user.programmatic_credentials | selectattr('type', 'eq', 'AWS Access Key') | list | length"),
+            ("credentials", "user.programmatic_credentials | length"),
             ("groups", "user.groups | map(attribute='name') | join(', ')"),
             ("nothing", "unmapped.user.nothing.deeper"),
             ("team", "(user.ldap_person.tags | selectattr('name', 'eq', 'team') | first).value | default('none')"),
@@ -144,6 +145,7 @@ mod tests {
         assert_eq!(out["email"], "alice@example.com");
         assert_eq!(out["mfa"], true);
         assert_eq!(out["keys"], 2);
+        assert_eq!(out["credentials"], 3, "two access keys and an SSH key");
         assert_eq!(out["groups"], "admins");
         assert_eq!(out["nothing"], Value::Null);
         assert_eq!(out["team"], "платформа ✓");
@@ -151,7 +153,7 @@ mod tests {
         assert_eq!(out["created"], "2020-09-13T12:26:40.000Z");
         assert_eq!(
             out.as_object().unwrap().len(),
-            9,
+            10,
             "exactly the mapped fields"
         );
     }

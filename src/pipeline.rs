@@ -13,6 +13,7 @@ use crate::collect::accounts::ConnectedAccount;
 use crate::collect::bulk::{bulk_only_failure, collect_bulk};
 use crate::collect::calls::CallCounter;
 use crate::collect::enrich::enrich_all;
+use crate::collect::extras::{Extras, FromBulk};
 use crate::collect::users::list_users;
 use crate::collect::{
     AccountError, AccountTarget, AccountUsers, CallStats, Provenance, accounts, build_base_config,
@@ -22,7 +23,7 @@ use crate::config::{Config, Strategy};
 use crate::deliver::{SinkReport, deliver_all};
 use crate::store::snapshot::AccountWrite;
 use crate::store::{ChangeRow, PreparedRecord, Store, StoreError, SyncLock};
-use crate::transform::to_ocsf;
+use crate::transform::{root_to_ocsf, to_ocsf};
 
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
@@ -470,10 +471,15 @@ pub fn write_account(
     dry_run: bool,
 ) -> Result<crate::store::AccountOutcome, StoreError> {
     let collected_ms = now_ms();
+    let root = acc
+        .root
+        .as_ref()
+        .map(|r| PreparedRecord::from_record(root_to_ocsf(r, &acc.provenance, collected_ms)));
     let records = acc
         .users
         .iter()
-        .map(|u| PreparedRecord::from_record(to_ocsf(u, &acc.provenance, collected_ms)));
+        .map(|u| PreparedRecord::from_record(to_ocsf(u, &acc.provenance, collected_ms)))
+        .chain(root);
     store.apply_account(
         &AccountWrite {
             run_id,
@@ -684,15 +690,41 @@ async fn collect_connected(
                 },
             }
         }
-        let (users, vanished, report_age_secs, fresh_checks, strategy) = match collected {
-            Some(out) => (out.users, out.vanished, out.report_age_secs, out.fresh_checks, "bulk"),
+        let (users, vanished, report_age_secs, fresh_checks, strategy, from_bulk) = match collected
+        {
+            Some(out) => (
+                out.users,
+                out.vanished,
+                out.report_age_secs,
+                out.fresh_checks,
+                "bulk",
+                Some(FromBulk {
+                    policies: out.policies,
+                    own_policies: out.own_policies,
+                    cert_holders: out.cert_holders,
+                    in_report: out.in_report,
+                    root: out.root,
+                }),
+            ),
             None => {
                 let (users, vanished) = enrich_all(&acc.iam, users, c.user_concurrency)
                     .await
                     .map_err(fail)?;
-                (users, vanished, None, 0, "per-user")
+                (users, vanished, None, 0, "per-user", None)
             }
         };
+        // Permissions, the other credentials and the root user, for either strategy.
+        let extras = Extras {
+            iam: &acc.iam,
+            partition: &acc.partition,
+            account_id: &acc.account_id,
+            credential_types: &c.credential_types,
+            root_user: c.root_user,
+            concurrency: c.user_concurrency,
+        };
+        let (users, vanished_later, root) =
+            extras.complete(users, from_bulk).await.map_err(fail)?;
+        let vanished = vanished + vanished_later;
         Ok(AccountUsers {
             provenance: Provenance {
                 account_id: acc.account_id.clone(),
@@ -705,6 +737,7 @@ async fn collect_connected(
             fallback,
             report_age_secs,
             fresh_checks,
+            root,
         })
     }
     .instrument(span)

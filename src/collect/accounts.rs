@@ -159,6 +159,8 @@ fn seed_credentials(c: &aws_sdk_sts::types::Credentials) -> aws_credential_types
 pub struct ConnectedAccount {
     pub iam: aws_sdk_iam::Client,
     pub account_id: String,
+    /// `aws`, `aws-cn`, `aws-us-gov`…: from the caller's or the assumed role's ARN.
+    pub partition: String,
     pub role_arn: Option<String>,
     pub counter: CallCounter,
 }
@@ -204,6 +206,11 @@ pub async fn connect(
                     )
                 })?
                 .to_string();
+            let arn_partition = who
+                .arn()
+                .and_then(|a| a.split(':').nth(1))
+                .unwrap_or("aws")
+                .to_string();
             let iam_conf = aws_sdk_iam::config::Builder::from(base)
                 .interceptor(counter.clone())
                 .retry_partition(partition(target))
@@ -211,6 +218,7 @@ pub async fn connect(
             Ok(ConnectedAccount {
                 iam: aws_sdk_iam::Client::from_conf(iam_conf),
                 account_id,
+                partition: arn_partition,
                 role_arn: None,
                 counter,
             })
@@ -264,6 +272,7 @@ pub async fn connect(
             Ok(ConnectedAccount {
                 iam: aws_sdk_iam::Client::from_conf(iam_conf),
                 account_id,
+                partition: role.arn.split(':').nth(1).unwrap_or("aws").to_string(),
                 role_arn: Some(role.arn.clone()),
                 counter,
             })

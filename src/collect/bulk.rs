@@ -25,6 +25,7 @@ use super::enrich::{
     assemble, enrich_user, has_login_profile, last_used_if_still_there, list_access_keys,
     list_mfa_devices,
 };
+use super::permissions::{AccountPolicies, GroupPolicies, PolicyRef};
 use super::report::{self, CredentialReport};
 use super::{AccessKey, CollectError, Group, IamUser, KeyLastUsed, MfaDevice, Tag, millis};
 
@@ -32,6 +33,9 @@ struct Detail {
     tags: Vec<Tag>,
     groups: Vec<String>,
 }
+
+/// A user's own policies as GAAD lists them: managed, inline (name, document), boundary.
+pub type OwnPolicies = (Vec<PolicyRef>, Vec<(String, String)>, Option<PolicyRef>);
 
 /// What a bulk collection of one account yielded.
 #[derive(Debug)]
@@ -48,6 +52,16 @@ pub struct BulkOutcome {
     /// Per-user calls made because the report was stale (GetLoginProfile, ListMFADevices,
     /// ListAccessKeys beyond what a fresh report needs).
     pub fresh_checks: usize,
+    /// From GAAD: every group's policies and every customer-managed policy's default document.
+    pub policies: AccountPolicies,
+    /// From GAAD: each user's own policies, by ARN.
+    pub own_policies: HashMap<String, OwnPolicies>,
+    /// Users whose report row shows a signing certificate (active or not), by ARN.
+    pub cert_holders: std::collections::HashSet<String>,
+    /// Users the report has a row for, by ARN.
+    pub in_report: std::collections::HashSet<String>,
+    /// The report's `<root_account>` row, when it has one.
+    pub root: Option<report::RootRow>,
 }
 
 /// Bulk-collects `users` (from ListUsers).
@@ -61,7 +75,7 @@ pub async fn collect_bulk(
     let wanted: std::collections::HashSet<String> =
         users.iter().map(|u| u.arn().to_string()).collect();
     // The three account-wide reads are independent: run them at once.
-    let ((details, group_arns), report, virtual_mfa) = tokio::try_join!(
+    let ((details, group_arns, policies, own_policies), report, virtual_mfa) = tokio::try_join!(
         authorization_details(iam, &wanted),
         report::fetch(iam, report_wait),
         virtual_mfa_devices(iam)
@@ -108,13 +122,24 @@ pub async fn collect_bulk(
     let mut out: Vec<IamUser> = results.into_iter().filter_map(|(u, _)| u).collect();
     out.sort_by(|a, b| a.arn.cmp(&b.arn));
     let vanished = total - out.len();
+    let fresh_checks = ctx.fresh_checks.into_inner();
     Ok(BulkOutcome {
         users: out,
         vanished,
         fallbacks,
         report_age_secs: report.generated_ms.map(|_| age_ms / 1000),
         report_stale: stale,
-        fresh_checks: ctx.fresh_checks.into_inner(),
+        fresh_checks,
+        policies,
+        own_policies,
+        cert_holders: report
+            .rows
+            .values()
+            .filter(|r| r.has_certificate)
+            .map(|r| r.arn.clone())
+            .collect(),
+        in_report: report.rows.keys().cloned().collect(),
+        root: report.root,
     })
 }
 
@@ -256,20 +281,50 @@ impl Ctx<'_> {
     }
 }
 
-/// Tags and group names of the wanted users, and every group's ARN, one GAAD page at a time.
+/// What GAAD tells about the wanted users and the account's groups and policies.
+type Authorization = (
+    HashMap<String, Detail>,
+    HashMap<String, String>,
+    AccountPolicies,
+    HashMap<String, OwnPolicies>,
+);
+
+/// Tags, group names and policies of the wanted users, every group's ARN and policies, and every
+/// customer-managed policy's default version: GAAD (User, Group, LocalManagedPolicy), page by page.
 async fn authorization_details(
     iam: &Client,
     wanted: &std::collections::HashSet<String>,
-) -> Result<(HashMap<String, Detail>, HashMap<String, String>), CollectError> {
+) -> Result<Authorization, CollectError> {
     let mut details = HashMap::with_capacity(wanted.len());
+    let mut own = HashMap::with_capacity(wanted.len());
     let mut group_arns = HashMap::new();
+    let mut policies = AccountPolicies::default();
     let mut pages = iam
         .get_account_authorization_details()
         .filter(EntityType::User)
         .filter(EntityType::Group)
+        .filter(EntityType::LocalManagedPolicy)
         .max_items(1000)
         .into_paginator()
         .send();
+    let attached = |list: &[aws_sdk_iam::types::AttachedPolicy]| -> Vec<PolicyRef> {
+        list.iter()
+            .map(|p| PolicyRef {
+                name: p.policy_name().unwrap_or_default().to_string(),
+                arn: p.policy_arn().map(str::to_string),
+            })
+            .collect()
+    };
+    let inline = |list: &[aws_sdk_iam::types::PolicyDetail]| -> Vec<(String, String)> {
+        list.iter()
+            .map(|p| {
+                (
+                    p.policy_name().unwrap_or_default().to_string(),
+                    p.policy_document().unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
+    };
     while let Some(page) = pages.next().await {
         let page =
             page.map_err(|e| CollectError::from_sdk("iam:GetAccountAuthorizationDetails", e))?;
@@ -291,14 +346,46 @@ async fn authorization_details(
                     groups: u.group_list().to_vec(),
                 },
             );
+            let boundary = u
+                .permissions_boundary()
+                .and_then(|b| b.permissions_boundary_arn())
+                .map(|arn| PolicyRef {
+                    name: arn.rsplit('/').next().unwrap_or(arn).to_string(),
+                    arn: Some(arn.to_string()),
+                });
+            own.insert(
+                arn.to_string(),
+                (
+                    attached(u.attached_managed_policies()),
+                    inline(u.user_policy_list()),
+                    boundary,
+                ),
+            );
         }
         for g in page.group_detail_list() {
             if let (Some(name), Some(arn)) = (g.group_name(), g.arn()) {
                 group_arns.insert(name.to_string(), arn.to_string());
+                policies.groups.insert(
+                    name.to_string(),
+                    GroupPolicies {
+                        attached: attached(g.attached_managed_policies()),
+                        inline: inline(g.group_policy_list()),
+                    },
+                );
+            }
+        }
+        for p in page.policies() {
+            let default = p
+                .policy_version_list()
+                .iter()
+                .find(|v| v.is_default_version())
+                .and_then(|v| v.document());
+            if let (Some(arn), Some(doc)) = (p.arn(), default) {
+                policies.documents.insert(arn.to_string(), doc.to_string());
             }
         }
     }
-    Ok((details, group_arns))
+    Ok((details, group_arns, policies, own))
 }
 
 /// Assigned virtual MFA devices, by user ARN.

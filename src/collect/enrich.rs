@@ -104,6 +104,8 @@ pub fn assemble(
         console_password,
         tags,
         groups,
+        permissions: Default::default(),
+        credentials: Vec::new(),
     }
 }
 

@@ -8,8 +8,11 @@
 pub mod accounts;
 pub mod bulk;
 pub mod calls;
+pub mod credentials;
 pub mod enrich;
 pub mod error;
+pub mod extras;
+pub mod permissions;
 pub mod probe;
 pub mod report;
 pub mod users;
@@ -36,6 +39,34 @@ pub struct IamUser {
     pub console_password: bool,
     pub tags: Vec<Tag>,
     pub groups: Vec<Group>,
+    /// Policies that reach the user, its boundary, and whether it is an administrator.
+    pub permissions: permissions::Permissions,
+    /// SSH keys, signing certificates, service-specific credentials (per `credential_types`),
+    /// sorted by kind and id.
+    pub credentials: Vec<credentials::Credential>,
+}
+
+/// The root user of an account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RootUser {
+    /// `arn:<partition>:iam::<account>:root`.
+    pub arn: String,
+    pub has_mfa: bool,
+    /// Whether the root user has access keys (it should not).
+    pub access_keys_present: bool,
+    /// From the credential report only (bulk): the key slots, and the last console sign-in.
+    pub access_keys: Vec<RootKey>,
+    pub password_last_used: Option<i64>,
+    pub created: Option<i64>,
+}
+
+/// A root access key slot from the credential report (the report does not give key ids).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RootKey {
+    pub slot: u8,
+    pub active: Option<bool>,
+    pub last_rotated: i64,
+    pub last_used: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,6 +128,8 @@ pub struct AccountUsers {
     pub report_age_secs: Option<i64>,
     /// bulk: per-user calls made because the report was stale.
     pub fresh_checks: usize,
+    /// The account's root user (`collect.root_user`).
+    pub root: Option<RootUser>,
 }
 
 /// An account that could not be collected; its snapshot is left exactly as it was.

@@ -26,6 +26,18 @@ pub struct ReportRow {
     pub password_enabled: Option<bool>,
     pub mfa_active: Option<bool>,
     pub keys: Vec<ReportKey>,
+    /// A signing certificate in slot 1 or 2, active or not (`cert_N_last_rotated` is set).
+    pub has_certificate: bool,
+}
+
+/// The `<root_account>` row: the account's root user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootRow {
+    pub arn: String,
+    pub created_ms: Option<i64>,
+    pub password_last_used_ms: Option<i64>,
+    pub mfa_active: Option<bool>,
+    pub keys: Vec<ReportKey>,
 }
 
 /// A key slot (1 or 2) that holds a key.
@@ -44,6 +56,8 @@ pub struct CredentialReport {
     pub generated_ms: Option<i64>,
     /// By user ARN.
     pub rows: HashMap<String, ReportRow>,
+    /// The root user's row (moto's reports have none).
+    pub root: Option<RootRow>,
 }
 
 /// Generates (if needed) and fetches the report, polling with a sleep for at most `wait`.
@@ -87,7 +101,11 @@ pub async fn fetch(iam: &Client, wait: Duration) -> Result<CredentialReport, Col
                 let csv = out.content().map(|b| b.as_ref()).unwrap_or_default();
                 let generated_ms = out.generated_time().map(super::millis);
                 return parse(csv)
-                    .map(|rows| CredentialReport { generated_ms, rows })
+                    .map(|(rows, root)| CredentialReport {
+                        generated_ms,
+                        rows,
+                        root,
+                    })
                     .map_err(|m| CollectError {
                         operation: "iam:GetCredentialReport",
                         code: None,
@@ -134,9 +152,9 @@ fn text(v: &str) -> Option<String> {
     (!unknown(v)).then(|| v.to_string())
 }
 
-/// Parses the report CSV into rows by ARN. Columns are found by header name, so added or reordered
-/// columns do not break it.
-pub fn parse(csv_bytes: &[u8]) -> Result<HashMap<String, ReportRow>, String> {
+/// Parses the report CSV into user rows by ARN, and the root row. Columns are found by header name,
+/// so added or reordered columns do not break it.
+pub fn parse(csv_bytes: &[u8]) -> Result<(HashMap<String, ReportRow>, Option<RootRow>), String> {
     let mut reader = csv::ReaderBuilder::new()
         .flexible(true)
         .from_reader(csv_bytes);
@@ -150,12 +168,10 @@ pub fn parse(csv_bytes: &[u8]) -> Result<HashMap<String, ReportRow>, String> {
         need("mfa_active")?,
     );
     let mut rows = HashMap::new();
+    let mut root = None;
     for record in reader.records() {
         let r = record.map_err(|e| e.to_string())?;
         let get = |i: Option<usize>| i.and_then(|i| r.get(i)).unwrap_or("");
-        if get(Some(user)) == "<root_account>" {
-            continue;
-        }
         let mut keys = Vec::new();
         for n in [1, 2] {
             let rotated = get(col(&format!("access_key_{n}_last_rotated")));
@@ -170,15 +186,29 @@ pub fn parse(csv_bytes: &[u8]) -> Result<HashMap<String, ReportRow>, String> {
                 last_used_service: text(get(col(&format!("access_key_{n}_last_used_service")))),
             });
         }
+        if get(Some(user)) == "<root_account>" {
+            root = Some(RootRow {
+                arn: get(Some(arn)).to_string(),
+                created_ms: time_ms(get(col("user_creation_time"))),
+                password_last_used_ms: time_ms(get(col("password_last_used"))),
+                mfa_active: boolean(get(Some(mfa))),
+                keys,
+            });
+            continue;
+        }
+        let has_certificate = [1, 2]
+            .iter()
+            .any(|n| time_ms(get(col(&format!("cert_{n}_last_rotated")))).is_some());
         let row = ReportRow {
             arn: get(Some(arn)).to_string(),
             password_enabled: boolean(get(Some(password))),
             mfa_active: boolean(get(Some(mfa))),
             keys,
+            has_certificate,
         };
         rows.insert(row.arn.clone(), row);
     }
-    Ok(rows)
+    Ok((rows, root))
 }
 
 #[cfg(test)]
@@ -196,8 +226,13 @@ carol,arn:aws:iam::123456789012:user/carol,2022-01-01T00:00:00+00:00,no_informat
 
     #[test]
     fn parses_the_corners() {
-        let rows = parse(REPORT.as_bytes()).unwrap();
+        let (rows, root) = parse(REPORT.as_bytes()).unwrap();
         assert_eq!(rows.len(), 3, "the root row is not a user");
+        let root = root.expect("the root row");
+        assert_eq!(root.arn, "arn:aws:iam::123456789012:root");
+        assert_eq!(root.mfa_active, Some(true));
+        assert!(root.keys.is_empty());
+        assert_eq!(root.password_last_used_ms, Some(1_793_527_200_000));
         let alice = &rows["arn:aws:iam::123456789012:user/alice"];
         assert_eq!(alice.password_enabled, Some(true));
         assert_eq!(alice.mfa_active, Some(true));
@@ -217,6 +252,7 @@ carol,arn:aws:iam::123456789012:user/carol,2022-01-01T00:00:00+00:00,no_informat
         let carol = &rows["arn:aws:iam::123456789012:user/carol"];
         assert_eq!(carol.password_enabled, None, "no_information is not false");
         assert!(carol.keys.is_empty());
+        assert!(!carol.has_certificate && !alice.has_certificate);
     }
 
     #[test]

@@ -2,6 +2,18 @@
 
 use serde::{Deserialize, Serialize};
 
+fn default_true() -> bool {
+    true
+}
+
+/// Everything but SSH keys, which cost one call per user even in bulk (see the README's table).
+fn default_credential_types() -> Vec<CredentialKind> {
+    vec![
+        CredentialKind::SigningCertificates,
+        CredentialKind::ServiceSpecific,
+    ]
+}
+
 /// How users are enriched (see the README, "Collection strategies").
 #[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
@@ -35,6 +47,13 @@ pub struct CollectConfig {
     /// report not ready in time falls back to per-user calls for that account; in `bulk` it fails it.
     #[serde(default = "default_report_wait_secs")]
     pub report_wait_secs: u64,
+    /// Credentials collected besides access keys: `ssh_keys` (one call per user in either strategy:
+    /// IAM has no account-wide call), `signing_certificates`, `service_specific`.
+    #[serde(default = "default_credential_types")]
+    pub credential_types: Vec<CredentialKind>,
+    /// One more record per account: its root user (MFA, access keys).
+    #[serde(default = "default_true")]
+    pub root_user: bool,
     /// auto: per-user calls up to this many users under the prefix (≈5 calls each, exact and
     /// fresh), bulk above it (a handful of account-wide calls plus about one per user).
     #[serde(default = "default_bulk_threshold")]
@@ -50,6 +69,8 @@ impl Default for CollectConfig {
             report_max_age_secs: default_report_max_age_secs(),
             report_wait_secs: default_report_wait_secs(),
             bulk_threshold: default_bulk_threshold(),
+            credential_types: default_credential_types(),
+            root_user: true,
         }
     }
 }
@@ -94,5 +115,25 @@ impl CollectConfig {
             ));
         }
         Ok(())
+    }
+}
+
+/// The credential types `[collect] credential_types` can name (access keys are always collected).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialKind {
+    SshKeys,
+    SigningCertificates,
+    ServiceSpecific,
+}
+
+impl CredentialKind {
+    /// The `type` of the credential in `user.programmatic_credentials[]`.
+    pub fn ocsf_type(self) -> &'static str {
+        match self {
+            CredentialKind::SshKeys => "SSH Public Key",
+            CredentialKind::SigningCertificates => "X.509 Signing Certificate",
+            CredentialKind::ServiceSpecific => "Service-Specific Credential",
+        }
     }
 }

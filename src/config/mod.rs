@@ -20,7 +20,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 pub use aws::{AwsConfig, OrganizationConfig, PARTITIONS, RetryMode, RoleConfig};
-pub use collect::{CollectConfig, Strategy};
+pub use collect::{CollectConfig, CredentialKind, Strategy};
 pub use schedule::{ScheduleConfig, ServerConfig};
 pub use secret::{Secret, SinkUrl, redact_url};
 pub use sinks::{Compression, EventStream, OnDelete, SinkConfig, SinkFormat, SinkMode, SinkType};

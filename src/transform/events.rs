@@ -47,6 +47,8 @@ struct Activity {
     /// The part of the message after the user's name.
     what: String,
     fields: Vec<FieldChange>,
+    /// Attach/Detach Policy: the policy (`name`, `uid` = its ARN when managed).
+    policy: Option<Value>,
 }
 
 const SEVERITIES: [&str; 7] = [
@@ -71,6 +73,7 @@ fn activities(c: &Change<'_>) -> Vec<Activity> {
         severity,
         what,
         fields: c.fields.to_vec(),
+        policy: None,
     };
     match c.kind {
         ChangeKind::Created => vec![plain(
@@ -104,9 +107,24 @@ fn topic(path: &str) -> (&'static str, Option<&str>) {
     if path == "user.has_mfa" {
         return ("mfa", None);
     }
-    if let Some(id) = keyed("user.programmatic_credentials").or(keyed("unmapped.user.access_keys"))
+    if let Some(id) = keyed("user.programmatic_credentials")
+        .or(keyed("unmapped.user.access_keys"))
+        .or(keyed("unmapped.user.credentials"))
     {
         return ("key", Some(id));
+    }
+    if let Some(id) = keyed("unmapped.user.policies") {
+        return ("policy", Some(id));
+    }
+    if path == "unmapped.user.is_admin" || path.starts_with("unmapped.user.admin_via") {
+        return ("admin", None);
+    }
+    if path.starts_with("unmapped.user.permissions_boundary") {
+        return ("boundary", None);
+    }
+    // A group's privileges are its policies: their changes are Attach/Detach Policy events.
+    if path.starts_with("user.groups[") && path.ends_with("].privileges") {
+        return ("policy", None);
     }
     if path.starts_with("unmapped.user.mfa_devices") {
         return ("mfa_device", keyed("unmapped.user.mfa_devices"));
@@ -139,6 +157,8 @@ fn update_activities(c: &Change<'_>) -> Vec<Activity> {
         let key = match t {
             "mfa_device" if mfa_changed => ("mfa", None),
             "mfa_device" => ("mfa_device", id.map(str::to_string)),
+            // Privileges of a group: told by the policy entries of the same change.
+            "policy" if id.is_none() => continue,
             _ => (t, id.map(str::to_string)),
         };
         match groups.iter_mut().find(|(k, _)| *k == key) {
@@ -155,6 +175,7 @@ fn update_activities(c: &Change<'_>) -> Vec<Activity> {
         .into_iter()
         .map(|((t, id), fields)| {
             let id = id.unwrap_or_default();
+            let mut policy = None;
             let whole = |prefix: &str| {
                 fields
                     .iter()
@@ -179,52 +200,145 @@ fn update_activities(c: &Change<'_>) -> Vec<Activity> {
                 }
                 "key" => {
                     let element = whole("user.programmatic_credentials")
-                        .or_else(|| whole("unmapped.user.access_keys"));
+                        .or_else(|| whole("unmapped.user.access_keys"))
+                        .or_else(|| whole("unmapped.user.credentials"));
                     let status = fields
                         .iter()
                         .find(|f| f.path.ends_with("].status"))
                         .and_then(|f| f.new.as_str());
+                    // "Access Key", "SSH Public Key", "X.509 Signing Certificate"…
+                    let typed = |e: &FieldChange| -> Option<String> {
+                        e.new
+                            .get("type")
+                            .or_else(|| e.old.get("type"))
+                            .and_then(Value::as_str)
+                            .map(str::to_string)
+                    };
+                    let kind = element
+                        .and_then(typed)
+                        .or_else(|| {
+                            fields
+                                .iter()
+                                .find(|f| f.path.starts_with("unmapped.user.credentials"))
+                                .map(|_| "Credential".to_string())
+                        })
+                        .unwrap_or_else(|| "AWS Access Key".to_string());
+                    let kind = kind.strip_prefix("AWS ").unwrap_or(&kind).to_string();
+                    let noun = kind.to_lowercase();
+                    let key = kind == "Access Key";
                     match (element, status) {
                         (Some(e), _) if e.old.is_null() => {
-                            let sev = if console_user { 3 } else { 2 };
-                            let who = if console_user {
+                            let sev = if key && console_user { 3 } else { 2 };
+                            let who = if key && console_user {
                                 " (a console user)"
                             } else {
                                 ""
                             };
                             (
                                 99,
-                                "Access Key Created".into(),
+                                format!("{kind} Created"),
                                 sev,
-                                format!("got a new access key {id}{who}"),
+                                format!("got a new {noun} {id}{who}"),
                             )
                         }
                         (Some(e), _) if e.new.is_null() => (
                             99,
-                            "Access Key Deleted".into(),
+                            format!("{kind} Deleted"),
                             1,
-                            format!("had access key {id} deleted"),
+                            format!("had {noun} {id} deleted"),
                         ),
                         (_, Some("Inactive")) => (
                             99,
-                            "Access Key Deactivated".into(),
+                            format!("{kind} Deactivated"),
                             1,
-                            format!("had access key {id} deactivated"),
+                            format!("had {noun} {id} deactivated"),
                         ),
                         (_, Some("Active")) => (
                             99,
-                            "Access Key Activated".into(),
+                            format!("{kind} Activated"),
                             2,
-                            format!("had access key {id} activated again"),
+                            format!("had {noun} {id} activated again"),
                         ),
                         _ => (
                             99,
-                            "Access Key Changed".into(),
+                            format!("{kind} Changed"),
                             1,
-                            format!("had access key {id} changed"),
+                            format!("had {noun} {id} changed"),
                         ),
                     }
                 }
+                "policy" => {
+                    let element = whole("unmapped.user.policies");
+                    let (attached, entry) = match element {
+                        Some(e) if e.old.is_null() => (true, e.new.clone()),
+                        Some(e) => (false, e.old.clone()),
+                        None => (true, Value::Null),
+                    };
+                    let name = entry["name"].as_str().unwrap_or("a policy").to_string();
+                    let via = match entry["via"].as_str() {
+                        Some(v) if v.starts_with("group/") => {
+                            format!(" through group {}", &v["group/".len()..])
+                        }
+                        _ => String::new(),
+                    };
+                    let mut p = Map::new();
+                    p.insert("name".into(), json!(name));
+                    if let Some(arn) = entry["arn"].as_str() {
+                        p.insert("uid".into(), json!(arn));
+                    }
+                    policy = Some(Value::Object(p));
+                    let admin = entry["arn"]
+                        .as_str()
+                        .is_some_and(crate::collect::permissions::is_administrator_access);
+                    if attached {
+                        let sev = if admin { 4 } else { 2 };
+                        (
+                            7,
+                            "Attach Policy".into(),
+                            sev,
+                            format!("got policy {name}{via}"),
+                        )
+                    } else {
+                        (
+                            8,
+                            "Detach Policy".into(),
+                            1,
+                            format!("lost policy {name}{via}"),
+                        )
+                    }
+                }
+                "admin" => {
+                    let now = fields
+                        .iter()
+                        .find(|f| f.path == "unmapped.user.is_admin")
+                        .map(|f| f.new == Value::Bool(true));
+                    match now {
+                        Some(true) => (
+                            99,
+                            "Administrator Access Granted".into(),
+                            4,
+                            "became an administrator".into(),
+                        ),
+                        Some(false) => (
+                            99,
+                            "Administrator Access Removed".into(),
+                            1,
+                            "is no longer an administrator".into(),
+                        ),
+                        None => (
+                            99,
+                            "Administrator Access Changed".into(),
+                            2,
+                            "is an administrator another way".into(),
+                        ),
+                    }
+                }
+                "boundary" => (
+                    99,
+                    "Permissions Boundary Changed".into(),
+                    2,
+                    "had its permissions boundary changed".into(),
+                ),
                 "console" => {
                     let on = fields.iter().any(|f| f.new == Value::Bool(true));
                     if on {
@@ -302,6 +416,7 @@ fn update_activities(c: &Change<'_>) -> Vec<Activity> {
                 severity,
                 what,
                 fields,
+                policy,
             }
         })
         .collect()
@@ -357,7 +472,8 @@ fn event_uid(c: &Change<'_>, a: &Activity) -> String {
     hex::encode(&h.finalize()[..16])
 }
 
-fn event(c: &Change<'_>, a: Activity) -> Value {
+fn event(c: &Change<'_>, mut a: Activity) -> Value {
+    let policy = a.policy.take();
     let user = user_of(c);
     let product = c
         .record
@@ -370,11 +486,13 @@ fn event(c: &Change<'_>, a: Activity) -> Value {
         .iter()
         .map(|f| json!({"path": f.path, "old": f.old, "new": f.new}))
         .collect();
-    let mut detail = String::new();
-    if let Some(f) = a.fields.first().filter(|_| a.fields.len() == 1) {
-        detail = format!(" ({} {} → {})", f.path, f.old, f.new);
-    }
-    json!({
+    // One scalar field changed: say how (objects and lists are in `unmapped.changes`).
+    let scalar = |v: &Value| !v.is_object() && !v.is_array();
+    let detail = match a.fields.as_slice() {
+        [f] if scalar(&f.old) && scalar(&f.new) => format!(" ({} {} → {})", f.path, f.old, f.new),
+        _ => String::new(),
+    };
+    let mut event = json!({
         "activity_id": a.id,
         "activity_name": a.name,
         "category_uid": 3,
@@ -407,7 +525,12 @@ fn event(c: &Change<'_>, a: Activity) -> Value {
             "changes": changes,
             "change_kind": c.kind.as_str(),
         },
-    })
+    });
+    // OCSF 1.6.0 deprecates the single `policy`: the attached or detached one goes in `policies`.
+    if let Some(p) = policy {
+        event["policies"] = json!([p]);
+    }
+    event
 }
 
 #[cfg(test)]
@@ -596,6 +719,70 @@ mod tests {
                 "User Changed"
             ]
         );
+    }
+
+    #[test]
+    fn policies_and_admin_changes_are_their_own_events() {
+        let admin = json!({"uid": "group/ops/managed/arn:aws:iam::aws:policy/AdministratorAccess",
+            "name": "AdministratorAccess", "arn": "arn:aws:iam::aws:policy/AdministratorAccess",
+            "type": "managed", "via": "group/ops"});
+        let fields = [
+            fc(
+                "unmapped.user.admin_via[AdministratorAccess (group ops)]",
+                Value::Null,
+                json!("AdministratorAccess (group ops)"),
+            ),
+            fc("unmapped.user.is_admin", json!(false), json!(true)),
+            fc(
+                "unmapped.user.policies[group/ops/managed/arn:aws:iam::aws:policy/AdministratorAccess]",
+                Value::Null,
+                admin,
+            ),
+            fc(
+                "unmapped.user.policies[user/inline/old]",
+                json!({"uid": "user/inline/old", "name": "old", "type": "inline", "via": "user"}),
+                Value::Null,
+            ),
+            fc(
+                "user.groups[ops]",
+                Value::Null,
+                json!({"name": "ops", "privileges": ["AdministratorAccess"]}),
+            ),
+            fc(
+                "user.programmatic_credentials[APKA1]",
+                Value::Null,
+                json!({"uid": "APKA1", "type": "SSH Public Key"}),
+            ),
+        ];
+        let ev = events(&change(ChangeKind::Updated, &fields, None));
+        let names: Vec<&str> = ev
+            .iter()
+            .map(|e| e["activity_name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "Administrator Access Granted",
+                "Attach Policy",
+                "Detach Policy",
+                "Group Membership Added",
+                "SSH Public Key Created"
+            ]
+        );
+        assert_eq!(ev[0]["severity"], "High");
+        assert_eq!(ev[1]["activity_id"], 7);
+        assert_eq!(ev[1]["severity"], "High", "AdministratorAccess attached");
+        assert_eq!(
+            ev[1]["policies"][0]["uid"],
+            "arn:aws:iam::aws:policy/AdministratorAccess"
+        );
+        assert_eq!(
+            ev[1]["message"],
+            "bob got policy AdministratorAccess through group ops"
+        );
+        assert_eq!(ev[2]["activity_id"], 8);
+        assert_eq!(ev[2]["policies"], json!([{"name": "old"}]));
+        ev.iter().for_each(assert_strict);
     }
 
     #[test]

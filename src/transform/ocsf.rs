@@ -53,7 +53,7 @@ pub fn to_ocsf(user: &IamUser, source: &Provenance, collected_ms: i64) -> Value 
     }
     ldap_person.insert("tags".into(), Value::Array(tags));
 
-    let credentials: Vec<Value> = user
+    let mut credentials: Vec<Value> = user
         .access_keys
         .iter()
         .map(|k| {
@@ -66,7 +66,13 @@ pub fn to_ocsf(user: &IamUser, source: &Provenance, collected_ms: i64) -> Value 
             Value::Object(c)
         })
         .collect();
+    credentials.extend(
+        user.credentials
+            .iter()
+            .map(|c| json!({"uid": c.id, "type": c.kind.ocsf_type()})),
+    );
 
+    let p = &user.permissions;
     let groups: Vec<Value> = user
         .groups
         .iter()
@@ -75,6 +81,11 @@ pub fn to_ocsf(user: &IamUser, source: &Provenance, collected_ms: i64) -> Value 
             o.insert("name".into(), json!(g.name));
             if let Some(arn) = &g.arn {
                 o.insert("uid".into(), json!(arn));
+            }
+            // OCSF's place for what a group grants: the names of its policies.
+            if let Some((_, policies)) = p.groups.iter().find(|(name, _)| *name == g.name) {
+                let names: Vec<&str> = policies.iter().map(|p| p.name.as_str()).collect();
+                o.insert("privileges".into(), json!(names));
             }
             Value::Object(o)
         })
@@ -117,6 +128,33 @@ pub fn to_ocsf(user: &IamUser, source: &Provenance, collected_ms: i64) -> Value 
     }
     unmapped_user.insert("access_keys".into(), Value::Array(access_keys));
     unmapped_user.insert("mfa_devices".into(), Value::Array(mfa_devices));
+    let other_credentials: Vec<Value> = user
+        .credentials
+        .iter()
+        .map(|c| {
+            let mut o = Map::new();
+            o.insert("uid".into(), json!(c.id));
+            o.insert("type".into(), json!(c.kind.ocsf_type()));
+            o.insert("status".into(), json!(c.status));
+            if let Some(t) = c.created {
+                o.insert("created_time".into(), json!(t));
+            }
+            if let Some(svc) = &c.service {
+                o.insert("service".into(), json!(svc));
+            }
+            Value::Object(o)
+        })
+        .collect();
+    unmapped_user.insert("credentials".into(), Value::Array(other_credentials));
+    unmapped_user.insert("policies".into(), Value::Array(policies(p)));
+    if let Some(b) = &p.boundary {
+        unmapped_user.insert(
+            "permissions_boundary".into(),
+            json!({"name": b.name, "arn": b.arn}),
+        );
+    }
+    unmapped_user.insert("is_admin".into(), json!(p.is_admin));
+    unmapped_user.insert("admin_via".into(), json!(p.admin_via));
 
     let mut source_obj = Map::new();
     source_obj.insert("account_uid".into(), json!(source.account_id));
@@ -166,6 +204,132 @@ pub fn to_ocsf(user: &IamUser, source: &Provenance, collected_ms: i64) -> Value 
     })
 }
 
+/// Every policy that reaches the user, one entry each, keyed by a `uid` that says how it reaches
+/// them (`user/managed/<arn>`, `user/inline/<name>`, `group/<group>/managed/<arn>`,
+/// `group/<group>/inline/<name>`), so a diff names each attach and detach.
+fn policies(p: &crate::collect::permissions::Permissions) -> Vec<Value> {
+    let entry = |via: &str, policy: &crate::collect::permissions::PolicyRef| {
+        let (kind, key) = match &policy.arn {
+            Some(arn) => ("managed", arn.as_str()),
+            None => ("inline", policy.name.as_str()),
+        };
+        let mut o = Map::new();
+        o.insert("uid".into(), json!(format!("{via}/{kind}/{key}")));
+        o.insert("name".into(), json!(policy.name));
+        if let Some(arn) = &policy.arn {
+            o.insert("arn".into(), json!(arn));
+        }
+        o.insert("type".into(), json!(kind));
+        o.insert("via".into(), json!(via));
+        Value::Object(o)
+    };
+    let mut out: Vec<Value> = p.attached.iter().map(|x| entry("user", x)).collect();
+    out.extend(p.inline.iter().map(|name| {
+        entry(
+            "user",
+            &crate::collect::permissions::PolicyRef {
+                name: name.clone(),
+                arn: None,
+            },
+        )
+    }));
+    for (group, list) in &p.groups {
+        let via = format!("group/{group}");
+        out.extend(list.iter().map(|x| entry(&via, x)));
+    }
+    out
+}
+
+/// The root user of an account as one more record: `user.type_id` 2 Admin, its MFA and access
+/// keys. The credential report (bulk) also gives the key slots and the last console sign-in; the
+/// per-user strategy's GetAccountSummary only says whether MFA is on and keys are present.
+pub fn root_to_ocsf(
+    root: &crate::collect::RootUser,
+    source: &Provenance,
+    collected_ms: i64,
+) -> Value {
+    let account = json!({
+        "uid": source.account_id,
+        "type_id": ACCOUNT_TYPE_ID_AWS,
+        "type": "AWS Account",
+    });
+    let mut ldap_person = Map::new();
+    if let Some(t) = root.created {
+        ldap_person.insert("created_time".into(), json!(t));
+    }
+    if let Some(t) = root.password_last_used {
+        ldap_person.insert("last_login_time".into(), json!(t));
+    }
+    let keys: Vec<Value> = root
+        .access_keys
+        .iter()
+        .map(|k| {
+            let mut o = Map::new();
+            o.insert("slot".into(), json!(k.slot));
+            if let Some(a) = k.active {
+                o.insert("active".into(), json!(a));
+            }
+            o.insert("created_time".into(), json!(k.last_rotated));
+            if let Some(u) = k.last_used {
+                o.insert("last_used_time".into(), json!(u));
+            }
+            Value::Object(o)
+        })
+        .collect();
+    let mut user = json!({
+        "uid": root.arn,
+        "name": "<root_account>",
+        "type_id": 2,
+        "type": "Admin",
+        "has_mfa": root.has_mfa,
+        "account": account,
+    });
+    if !ldap_person.is_empty() {
+        user["ldap_person"] = Value::Object(ldap_person);
+    }
+    let mut source_obj = Map::new();
+    source_obj.insert("account_uid".into(), json!(source.account_id));
+    if let Some(role) = &source.role_arn {
+        source_obj.insert("assumed_role_arn".into(), json!(role));
+    }
+    json!({
+        "activity_id": 2,
+        "activity_name": "Collect",
+        "category_uid": 5,
+        "category_name": "Discovery",
+        "class_uid": 5003,
+        "class_name": "User Inventory Info",
+        "type_uid": 500302,
+        "type_name": "User Inventory Info: Collect",
+        "severity_id": 1,
+        "severity": "Informational",
+        "time": collected_ms,
+        "metadata": {
+            "version": OCSF_VERSION,
+            "profiles": ["cloud"],
+            "product": {
+                "name": "AWS IAM",
+                "vendor_name": "AWS",
+                "feature": {"name": "iam-inventory", "version": env!("CARGO_PKG_VERSION")},
+            },
+        },
+        "cloud": {"provider": "AWS", "account": account},
+        "user": user,
+        "unmapped": {
+            // No `path`: the root is not under any path prefix, so it is never taken for a user
+            // deleted from under the prefix (turning `root_user` off retires it instead).
+            "user": {
+                "is_root": true,
+                "is_admin": true,
+                "is_console_user": true,
+                "access_keys_present": root.access_keys_present,
+                "root_access_keys": keys,
+            },
+            "source": Value::Object(source_obj),
+        },
+    })
+}
+
 /// A copy of the record without [`VOLATILE_FIELDS`]: what the content hash and the diff see.
 pub fn strip_volatile(record: &Value) -> Value {
     let mut out = record.clone();
@@ -197,7 +361,9 @@ fn remove_path(v: &mut Value, segments: &[&str]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collect::{AccessKey, Group, KeyLastUsed, MfaDevice, Tag};
+    use crate::collect::credentials::{Credential, CredentialKind};
+    use crate::collect::permissions::{Permissions, PolicyRef};
+    use crate::collect::{AccessKey, Group, KeyLastUsed, MfaDevice, RootKey, RootUser, Tag};
 
     pub(crate) fn sample_user() -> IamUser {
         IamUser {
@@ -238,6 +404,33 @@ mod tests {
                 name: "admins".into(),
                 arn: Some("arn:aws:iam::123456789012:group/admins".into()),
             }],
+            permissions: Permissions {
+                attached: vec![PolicyRef {
+                    name: "ReadOnlyAccess".into(),
+                    arn: Some("arn:aws:iam::aws:policy/ReadOnlyAccess".into()),
+                }],
+                inline: vec!["deploy".into()],
+                groups: vec![(
+                    "admins".into(),
+                    vec![PolicyRef {
+                        name: "AdministratorAccess".into(),
+                        arn: Some("arn:aws:iam::aws:policy/AdministratorAccess".into()),
+                    }],
+                )],
+                boundary: Some(PolicyRef {
+                    name: "engineers-boundary".into(),
+                    arn: Some("arn:aws:iam::123456789012:policy/engineers-boundary".into()),
+                }),
+                is_admin: true,
+                admin_via: vec!["AdministratorAccess (group admins)".into()],
+            },
+            credentials: vec![Credential {
+                kind: CredentialKind::SshKeys,
+                id: "APKAALICE1".into(),
+                status: "Active".into(),
+                created: Some(1_600_000_400_000),
+                service: None,
+            }],
         }
     }
 
@@ -258,6 +451,39 @@ mod tests {
     }
 
     #[test]
+    fn the_root_record_is_an_admin_with_its_mfa_and_keys() {
+        let root = RootUser {
+            arn: "arn:aws:iam::123456789012:root".into(),
+            has_mfa: false,
+            access_keys_present: true,
+            access_keys: vec![RootKey {
+                slot: 1,
+                active: Some(true),
+                last_rotated: 1_600_000_000_000,
+                last_used: None,
+            }],
+            password_last_used: Some(1_700_000_000_000),
+            created: Some(1_500_000_000_000),
+        };
+        let r = root_to_ocsf(&root, &source(), 1_750_000_000_000);
+        assert_eq!(r["user"]["type_id"], 2);
+        assert_eq!(r["user"]["type"], "Admin");
+        assert_eq!(r["user"]["has_mfa"], false);
+        assert_eq!(r["unmapped"]["user"]["access_keys_present"], true);
+        assert!(r["unmapped"]["user"].get("path").is_none());
+        let schema: Value = serde_json::from_str(include_str!(
+            "../../tests/ocsf/user_inventory_info_5003_strict.schema.json"
+        ))
+        .unwrap();
+        let v = jsonschema::validator_for(&schema).unwrap();
+        let errors: Vec<String> = v.iter_errors(&r).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{errors:?}");
+        let alice = to_ocsf(&sample_user(), &source(), 1_750_000_000_000);
+        let errors: Vec<String> = v.iter_errors(&alice).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{errors:?}");
+    }
+
+    #[test]
     fn a_user_without_anything_says_false_and_empty_explicitly() {
         let mut u = sample_user();
         u.access_keys.clear();
@@ -266,7 +492,11 @@ mod tests {
         u.password_last_used = None;
         u.groups.clear();
         u.tags.clear();
+        u.credentials.clear();
+        u.permissions = Default::default();
         let r = to_ocsf(&u, &source(), 1_750_000_000_000);
+        assert_eq!(r["unmapped"]["user"]["is_admin"], json!(false));
+        assert_eq!(r["unmapped"]["user"]["policies"], json!([]));
         assert_eq!(r["user"]["has_mfa"], json!(false));
         assert_eq!(r["unmapped"]["user"]["is_console_user"], json!(false));
         assert_eq!(r["user"]["programmatic_credentials"], json!([]));

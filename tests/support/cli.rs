@@ -48,17 +48,37 @@ impl Workspace {
         self.path("store.db")
     }
 
-    /// Writes `config.toml` with the store in this workspace prepended ([store] path),
-    /// and returns its path.
+    /// Writes `config.toml` with the store in this workspace appended ([store] path), and
+    /// returns its path.
+    ///
+    /// Unless the test sets them, `[collect]` gets `root_user = false` and `credential_types =
+    /// ["ssh_keys", "signing_certificates"]`: moto 5.2.5 answers ListServiceSpecificCredentials with
+    /// a 500 (tests of service-specific credentials answer it from the proxy), and most tests count
+    /// users without the root record. The tests of those features set the keys themselves.
     pub fn config(&self, body: &str) -> PathBuf {
         let p = self.path("config.toml");
-        let text = if body.contains("[store]") {
+        let mut text = if body.contains("[store]") {
             body.to_string()
         } else {
             format!(
                 "{body}\n[store]\npath = {:?}\n",
                 self.store().display().to_string()
             )
+        };
+        let mut defaults = String::new();
+        if !text.contains("root_user") {
+            defaults.push_str("root_user = false\n");
+        }
+        if !text.contains("credential_types") {
+            defaults.push_str("credential_types = [\"ssh_keys\", \"signing_certificates\"]\n");
+        }
+        text = match text.find("[collect]\n") {
+            Some(at) => {
+                let end = at + "[collect]\n".len();
+                format!("{}{defaults}{}", &text[..end], &text[end..])
+            }
+            None if !defaults.is_empty() => format!("{text}\n[collect]\n{defaults}"),
+            None => text,
         };
         std::fs::write(&p, text).expect("write config");
         p
