@@ -196,9 +196,12 @@ pub fn parse(csv_bytes: &[u8]) -> Result<(HashMap<String, ReportRow>, Option<Roo
             });
             continue;
         }
-        let has_certificate = [1, 2]
-            .iter()
-            .any(|n| time_ms(get(col(&format!("cert_{n}_last_rotated")))).is_some());
+        // `cert_N_last_rotated` is set for inactive certificates too (`cert_N_active` only says
+        // whether the one in that slot is active); moto leaves it N/A, hence both.
+        let has_certificate = [1, 2].iter().any(|n| {
+            time_ms(get(col(&format!("cert_{n}_last_rotated")))).is_some()
+                || boolean(get(col(&format!("cert_{n}_active")))) == Some(true)
+        });
         let row = ReportRow {
             arn: get(Some(arn)).to_string(),
             password_enabled: boolean(get(Some(password))),

@@ -49,7 +49,7 @@ async fn sync_prints_strict_ocsf_for_users_under_the_prefix_only() {
     );
     assert_eq!(
         alice["user"]["groups"],
-        serde_json::json!([{"name": "admins", "uid": "arn:aws:iam::123456789012:group/admins"}])
+        serde_json::json!([{"name": "admins", "uid": "arn:aws:iam::123456789012:group/admins", "privileges": []}])
     );
     assert_eq!(
         alice["unmapped"]["user"]["mfa_devices"][0]["serial"],

@@ -12,6 +12,7 @@ mod events;
 mod fixtures;
 mod hardening;
 mod paging;
+mod permissions;
 mod siem;
 mod sinks;
 mod store;

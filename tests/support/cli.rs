@@ -52,9 +52,10 @@ impl Workspace {
     /// returns its path.
     ///
     /// Unless the test sets them, `[collect]` gets `root_user = false` and `credential_types =
-    /// ["ssh_keys", "signing_certificates"]`: moto 5.2.5 answers ListServiceSpecificCredentials with
-    /// a 500 (tests of service-specific credentials answer it from the proxy), and most tests count
-    /// users without the root record. The tests of those features set the keys themselves.
+    /// ["signing_certificates"]` (the default but service-specific credentials): moto 5.2.5 answers
+    /// ListServiceSpecificCredentials with a 500 (tests of service-specific credentials answer it
+    /// from the proxy), and most tests count users without the root record. The tests of those
+    /// features set the keys themselves.
     pub fn config(&self, body: &str) -> PathBuf {
         let p = self.path("config.toml");
         let mut text = if body.contains("[store]") {
@@ -70,7 +71,7 @@ impl Workspace {
             defaults.push_str("root_user = false\n");
         }
         if !text.contains("credential_types") {
-            defaults.push_str("credential_types = [\"ssh_keys\", \"signing_certificates\"]\n");
+            defaults.push_str("credential_types = [\"signing_certificates\"]\n");
         }
         text = match text.find("[collect]\n") {
             Some(at) => {

@@ -36,6 +36,9 @@ pub struct Rules {
     /// Edits of moto's credential report: (user, column, value). moto builds the CSV fresh at each
     /// request; this makes a row lag behind IAM the way a real report up to 4 hours old does.
     pub report_edits: Vec<(String, String, String)>,
+    /// ListServiceSpecificCredentials (which moto 5.2.5 answers with a 500) answered with these
+    /// credentials: (user, id, service, status), in IAM's response shape.
+    pub service_credentials: Option<Vec<(String, String, String, String)>>,
 }
 
 #[derive(Default)]
@@ -257,6 +260,23 @@ async fn handle(
                 &format!(
                     "User: arn:aws:iam::123456789012:user/test is not authorized to perform: iam:{action} (proxy rule)"
                 ),
+            ),
+        );
+    }
+    let service = ctx.inner.lock().unwrap().rules.service_credentials.clone();
+    if let (Some(list), "ListServiceSpecificCredentials") = (service, action.as_str()) {
+        let members: String = list
+            .iter()
+            .map(|(user, id, svc, status)| {
+                format!(
+                    "<member><UserName>{user}</UserName><Status>{status}</Status><ServiceUserName>{user}-at-123456789012</ServiceUserName><CreateDate>2026-01-02T03:04:05Z</CreateDate><ServiceSpecificCredentialId>{id}</ServiceSpecificCredentialId><ServiceName>{svc}</ServiceName></member>"
+                )
+            })
+            .collect();
+        return xml(
+            StatusCode::OK,
+            format!(
+                "<ListServiceSpecificCredentialsResponse xmlns=\"https://iam.amazonaws.com/doc/2010-05-08/\"><ListServiceSpecificCredentialsResult><ServiceSpecificCredentials>{members}</ServiceSpecificCredentials><IsTruncated>false</IsTruncated></ListServiceSpecificCredentialsResult><ResponseMetadata><RequestId>proxy-0002</RequestId></ResponseMetadata></ListServiceSpecificCredentialsResponse>"
             ),
         );
     }
