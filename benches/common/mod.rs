@@ -56,6 +56,8 @@ pub fn synthetic_account(account: &str, n: usize, generation: u64) -> AccountUse
                     name: format!("group-{}", i % 11),
                     arn: Some(format!("arn:aws:iam::{account}:group/group-{}", i % 11)),
                 }],
+                permissions: Default::default(),
+                credentials: Vec::new(),
             }
         })
         .collect();
@@ -71,6 +73,7 @@ pub fn synthetic_account(account: &str, n: usize, generation: u64) -> AccountUse
         fallback: None,
         report_age_secs: None,
         fresh_checks: 0,
+        root: None,
     }
 }
 
