@@ -51,3 +51,6 @@ echo "== second sync: only the changed users are printed ==" >&2
 echo >&2
 echo "== 3. the diff log (iam-inventory changes --since 1h) ==" >&2
 "$bin" changes --since 1h
+echo >&2
+echo "== 4. the same changes as OCSF 3001 Account Change events (changes --format ocsf), first three ==" >&2
+"$bin" changes --since 1h --format ocsf | head -n 3

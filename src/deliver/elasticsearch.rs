@@ -11,12 +11,11 @@
 //! rejection, held back until its content changes. A whole-request 413 halves the batch.
 
 use base64::Engine as _;
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use reqwest::header::CONTENT_TYPE;
 use serde::Deserialize;
 
 use super::batch::{Batch, Op};
-use super::http::with_headers;
-use super::transport::{Reply, encode_body, exchange};
+use super::transport::{Reply, base_url, encode_body, exchange, request};
 use super::{Outcome, RecordOutcome, SinkReport};
 use crate::config::{Compression, SinkConfig, SinkMode};
 
@@ -146,16 +145,8 @@ pub fn read_answer(op: Op, mode: SinkMode, body: &[u8], records: usize) -> Outco
 }
 
 impl Elasticsearch<'_> {
-    fn base(&self) -> &str {
-        self.sink
-            .url
-            .as_ref()
-            .map(|u| u.as_str().trim_end_matches('/'))
-            .unwrap_or_default()
-    }
-
     /// The `Authorization` header: Basic or ApiKey (custom `headers` may carry it instead).
-    fn auth(&self) -> Option<HeaderValue> {
+    fn auth(&self) -> Option<(&'static str, String)> {
         let s = self.sink;
         let value = match (&s.username, &s.password, &s.api_key) {
             (Some(user), Some(pass), _) => {
@@ -168,20 +159,13 @@ impl Elasticsearch<'_> {
             (_, _, Some(key)) => format!("ApiKey {}", key.expose()),
             _ => return None,
         };
-        let mut v = HeaderValue::from_str(&value).ok()?;
-        v.set_sensitive(true);
-        Some(v)
+        Some(("Authorization", value))
     }
 
     /// A request to `{url}{path}` with the sink's authentication and headers.
     pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let mut req = self
-            .client
-            .request(method, format!("{}{path}", self.base()));
-        if let Some(auth) = self.auth() {
-            req = req.header(AUTHORIZATION, auth);
-        }
-        with_headers(req, self.sink)
+        let url = format!("{}{path}", base_url(self.sink));
+        request(self.client, self.sink, method, url, self.auth())
     }
 
     fn bulk_path(&self) -> String {

@@ -4,10 +4,10 @@
 //! record cannot hold back the rest; 401/403/404/405 stop the sink for this sync (every batch would
 //! fail alike); any other 4xx fails this batch only.
 
-use reqwest::header::{CONTENT_TYPE, HeaderName, HeaderValue};
+use reqwest::header::CONTENT_TYPE;
 
 use super::batch::Batch;
-use super::transport::{encode_body, exchange};
+use super::transport::{encode_body, exchange, with_headers};
 use super::{Outcome, SinkReport};
 use crate::config::{Compression, SinkConfig, SinkFormat};
 
@@ -54,22 +54,4 @@ impl super::Kind for Http<'_> {
             Ok(r) => Outcome::from_batch_status(r.status, r.describe(sink)),
         }
     }
-}
-
-/// The sink's configured `headers`, marked sensitive so they never reach a debug print.
-pub fn with_headers(
-    mut req: reqwest::RequestBuilder,
-    sink: &SinkConfig,
-) -> reqwest::RequestBuilder {
-    for (name, value) in &sink.headers {
-        // Validated at config load; a failure here would be a bug, so skip rather than panic.
-        if let (Ok(n), Ok(mut v)) = (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_str(value.expose()),
-        ) {
-            v.set_sensitive(true);
-            req = req.header(n, v);
-        }
-    }
-    req
 }

@@ -8,11 +8,11 @@
 //! Nothing is acknowledged before the finalize succeeds: a failed finalize leaves every record of
 //! the portion pending, and the next sync sends them again under a new portion.
 
-use reqwest::header::{CONTENT_TYPE, HeaderValue};
+use reqwest::header::CONTENT_TYPE;
 use serde_json::json;
 
 use super::batch::Batch;
-use super::transport::{encode_body, exchange};
+use super::transport::{base_url, encode_body, exchange, request};
 use super::{Outcome, SinkReport};
 use crate::config::{Compression, SinkConfig, SinkMode};
 
@@ -52,29 +52,22 @@ impl<'a> Oomnitza<'a> {
         }
     }
 
-    fn base(&self) -> &str {
-        self.sink
-            .url
-            .as_ref()
-            .map(|u| u.as_str().trim_end_matches('/'))
-            .unwrap_or_default()
-    }
-
+    /// A request to `{url}{path}` with the token in `Authorization2` and the sink's `headers`.
     pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let mut req = self
-            .client
-            .request(method, format!("{}{path}", self.base()));
         let token = self
             .sink
             .token
             .as_ref()
             .map(|t| t.expose())
             .unwrap_or_default();
-        if let Ok(mut v) = HeaderValue::from_str(token) {
-            v.set_sensitive(true);
-            req = req.header("Authorization2", v);
-        }
-        super::http::with_headers(req, self.sink)
+        let url = format!("{}{path}", base_url(self.sink));
+        request(
+            self.client,
+            self.sink,
+            method,
+            url,
+            Some(("Authorization2", token.to_string())),
+        )
     }
 
     /// The batch body: the portion's parameters and the records.

@@ -77,7 +77,7 @@ fn probe_file(sink: &SinkConfig) -> Probe {
 /// endpoint is there (many ingest endpoints answer 405 to OPTIONS, which is fine).
 async fn probe_http(client: &reqwest::Client, sink: &SinkConfig) -> Probe {
     let url = sink.url.as_ref().map(|u| u.as_str()).unwrap_or_default();
-    let req = super::http::with_headers(client.request(reqwest::Method::OPTIONS, url), sink);
+    let req = super::transport::with_headers(client.request(reqwest::Method::OPTIONS, url), sink);
     match send(req).await? {
         (s @ (401 | 403), body) => Err(format!(
             "{} (check the sink's headers)",

@@ -4,10 +4,10 @@
 //! answer delivers nothing). Records are the OCSF 5003 records (what Sekoia's own AWS IAM connector
 //! sends), or the mapped fields when the sink has `[sinks.fields]`.
 
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use reqwest::header::CONTENT_TYPE;
 
 use super::batch::Batch;
-use super::transport::{encode_body, exchange};
+use super::transport::{encode_body, exchange, request};
 use super::{Outcome, SinkReport};
 use crate::config::{Compression, SinkConfig};
 
@@ -48,18 +48,14 @@ impl Sekoia<'_> {
     }
 
     pub fn request(&self, method: reqwest::Method) -> reqwest::RequestBuilder {
-        let mut req = self.client.request(method, self.endpoint());
         let key = self
             .sink
             .api_key
             .as_ref()
             .map(|k| k.expose())
             .unwrap_or_default();
-        if let Ok(mut v) = HeaderValue::from_str(&format!("Bearer {key}")) {
-            v.set_sensitive(true);
-            req = req.header(AUTHORIZATION, v);
-        }
-        super::http::with_headers(req, self.sink)
+        let auth = Some(("Authorization", format!("Bearer {key}")));
+        request(self.client, self.sink, method, self.endpoint(), auth)
     }
 }
 

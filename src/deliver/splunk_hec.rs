@@ -16,12 +16,12 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use reqwest::header::CONTENT_TYPE;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::batch::Batch;
-use super::transport::{Reply, encode_body, exchange};
+use super::transport::{Reply, base_url, encode_body, exchange, request};
 use super::{Outcome, RecordOutcome, SinkReport};
 use crate::config::SinkConfig;
 
@@ -133,33 +133,22 @@ impl<'a> SplunkHec<'a> {
         }
     }
 
-    fn base(&self) -> &str {
-        self.sink
-            .url
-            .as_ref()
-            .map(|u| u.as_str().trim_end_matches('/'))
-            .unwrap_or_default()
-    }
-
     /// A request to `{url}{path}` with the token, the channel when acks are on, and `headers`.
     pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let mut req = self
-            .client
-            .request(method, format!("{}{path}", self.base()));
         let token = self
             .sink
             .token
             .as_ref()
             .map(|t| t.expose())
             .unwrap_or_default();
-        if let Ok(mut v) = HeaderValue::from_str(&format!("Splunk {token}")) {
-            v.set_sensitive(true);
-            req = req.header(AUTHORIZATION, v);
-        }
+        let url = format!("{}{path}", base_url(self.sink));
+        let auth = Some(("Authorization", format!("Splunk {token}")));
+        let req = request(self.client, self.sink, method, url, auth);
         if self.sink.ack {
-            req = req.header("X-Splunk-Request-Channel", &self.channel);
+            req.header("X-Splunk-Request-Channel", &self.channel)
+        } else {
+            req
         }
-        super::http::with_headers(req, self.sink)
     }
 
     /// A refusal that no retry or split can fix: one line naming the sink and what to change.

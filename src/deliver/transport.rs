@@ -31,6 +31,51 @@ pub fn client() -> Result<reqwest::Client, String> {
         .map_err(|e| format!("cannot build the HTTP client: {}", error_chain(&e)))
 }
 
+/// A sink's base URL without a trailing slash (`{url}/_bulk`, `{url}/services/collector/event`…).
+pub fn base_url(sink: &SinkConfig) -> &str {
+    sink.url
+        .as_ref()
+        .map(|u| u.as_str().trim_end_matches('/'))
+        .unwrap_or_default()
+}
+
+/// A request to `url` carrying the kind's credential header `auth` (marked sensitive, so it never
+/// reaches a debug print) and the sink's own `headers`.
+pub fn request(
+    client: &reqwest::Client,
+    sink: &SinkConfig,
+    method: reqwest::Method,
+    url: String,
+    auth: Option<(&'static str, String)>,
+) -> reqwest::RequestBuilder {
+    let mut req = client.request(method, url);
+    if let Some((name, value)) = auth
+        && let Ok(mut v) = reqwest::header::HeaderValue::from_str(&value)
+    {
+        v.set_sensitive(true);
+        req = req.header(name, v);
+    }
+    with_headers(req, sink)
+}
+
+/// The sink's configured `headers`, marked sensitive.
+pub fn with_headers(
+    mut req: reqwest::RequestBuilder,
+    sink: &SinkConfig,
+) -> reqwest::RequestBuilder {
+    for (name, value) in &sink.headers {
+        // Validated at config load; a failure here would be a bug, so skip rather than panic.
+        if let (Ok(n), Ok(mut v)) = (
+            reqwest::header::HeaderName::from_bytes(name.as_bytes()),
+            reqwest::header::HeaderValue::from_str(value.expose()),
+        ) {
+            v.set_sensitive(true);
+            req = req.header(n, v);
+        }
+    }
+    req
+}
+
 /// A final (not retried) answer: 2xx or a 4xx.
 #[derive(Debug)]
 pub struct Reply {

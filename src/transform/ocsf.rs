@@ -163,6 +163,35 @@ pub fn to_ocsf(user: &IamUser, source: &Provenance, collected_ms: i64) -> Value 
     }
     source_obj.insert("path_prefix".into(), json!(source.path_prefix));
 
+    let user_obj = json!({
+        "uid": user.arn,
+        "uid_alt": user.user_id,
+        "name": user.user_name,
+        "type_id": 1,
+        "type": "User",
+        "has_mfa": !user.mfa_devices.is_empty(),
+        "account": account,
+        "ldap_person": Value::Object(ldap_person),
+        "programmatic_credentials": credentials,
+        "groups": groups,
+    });
+    record(
+        collected_ms,
+        account,
+        user_obj,
+        Value::Object(unmapped_user),
+        source_obj,
+    )
+}
+
+/// The class 5003 envelope around a `user` object (shared by IAM users and the root user).
+fn record(
+    collected_ms: i64,
+    account: Value,
+    user: Value,
+    unmapped_user: Value,
+    source: Map<String, Value>,
+) -> Value {
     json!({
         "activity_id": 2,
         "activity_name": "Collect",
@@ -185,21 +214,10 @@ pub fn to_ocsf(user: &IamUser, source: &Provenance, collected_ms: i64) -> Value 
             },
         },
         "cloud": {"provider": "AWS", "account": account},
-        "user": {
-            "uid": user.arn,
-            "uid_alt": user.user_id,
-            "name": user.user_name,
-            "type_id": 1,
-            "type": "User",
-            "has_mfa": !user.mfa_devices.is_empty(),
-            "account": account,
-            "ldap_person": Value::Object(ldap_person),
-            "programmatic_credentials": credentials,
-            "groups": groups,
-        },
+        "user": user,
         "unmapped": {
-            "user": Value::Object(unmapped_user),
-            "source": Value::Object(source_obj),
+            "user": unmapped_user,
+            "source": Value::Object(source),
         },
     })
 }
@@ -292,42 +310,16 @@ pub fn root_to_ocsf(
     if let Some(role) = &source.role_arn {
         source_obj.insert("assumed_role_arn".into(), json!(role));
     }
-    json!({
-        "activity_id": 2,
-        "activity_name": "Collect",
-        "category_uid": 5,
-        "category_name": "Discovery",
-        "class_uid": 5003,
-        "class_name": "User Inventory Info",
-        "type_uid": 500302,
-        "type_name": "User Inventory Info: Collect",
-        "severity_id": 1,
-        "severity": "Informational",
-        "time": collected_ms,
-        "metadata": {
-            "version": OCSF_VERSION,
-            "profiles": ["cloud"],
-            "product": {
-                "name": "AWS IAM",
-                "vendor_name": "AWS",
-                "feature": {"name": "iam-inventory", "version": env!("CARGO_PKG_VERSION")},
-            },
-        },
-        "cloud": {"provider": "AWS", "account": account},
-        "user": user,
-        "unmapped": {
-            // No `path`: the root is not under any path prefix, so it is never taken for a user
-            // deleted from under the prefix (turning `root_user` off retires it instead).
-            "user": {
-                "is_root": true,
-                "is_admin": true,
-                "is_console_user": true,
-                "access_keys_present": root.access_keys_present,
-                "root_access_keys": keys,
-            },
-            "source": Value::Object(source_obj),
-        },
-    })
+    let unmapped_user = json!({
+        "is_root": true,
+        "is_admin": true,
+        "is_console_user": true,
+        "access_keys_present": root.access_keys_present,
+        "root_access_keys": keys,
+    });
+    // No `path`: the root is not under any path prefix, so it is never taken for a user deleted
+    // from under the prefix (turning `root_user` off retires it instead).
+    record(collected_ms, account, user, unmapped_user, source_obj)
 }
 
 /// A copy of the record without [`VOLATILE_FIELDS`]: what the content hash and the diff see.
