@@ -79,11 +79,11 @@ struct Figures {
 }
 
 /// `extra`: more `[collect]` keys.
-async fn run(moto: &Moto, accounts: &[String], strategy: &str, extra: &str) -> Figures {
+async fn run(endpoint: &str, accounts: &[String], strategy: &str, extra: &str) -> Figures {
     let dir = tempfile::tempdir().unwrap();
     let mut config = format!(
         "[aws]\nendpoint_url = \"{}\"\nregion = \"us-east-1\"\n[collect]\nstrategy = \"{strategy}\"\nuser_concurrency = 16\n{extra}[store]\npath = \"{}\"\n[[sinks]]\nname = \"file\"\ntype = \"file\"\npath = \"{}\"\n",
-        moto.endpoint,
+        endpoint,
         dir.path().join("store.db").display(),
         dir.path().join("out.ndjson").display()
     );
@@ -170,34 +170,56 @@ async fn main() {
         seeding.elapsed().as_secs_f64(),
         common::machine()
     );
-    let per_user = run(&moto, &accounts, "per-user", "").await;
+    // moto answers ListServiceSpecificCredentials (a default credential type) with a 500: a proxy
+    // answers it, empty, in IAM's shape; every other call goes through to moto.
+    let proxy = support::proxy::Proxy::start(
+        &moto.endpoint,
+        support::proxy::Rules {
+            service_credentials: Some(Vec::new()),
+            ..Default::default()
+        },
+    )
+    .await;
+    let endpoint = proxy.endpoint.as_str();
+    let per_user = run(endpoint, &accounts, "per-user", "").await;
     // moto's report claims to be from 2015: a very large report_max_age_secs makes bulk trust it, as
     // it trusts a report IAM generates for the sync itself; the default (60 s) treats it as an
     // older report and lists every user's keys.
     let bulk = run(
-        &moto,
+        endpoint,
         &accounts,
         "bulk",
         "report_max_age_secs = 2000000000\n",
     )
     .await;
-    let bulk_older = run(&moto, &accounts, "bulk", "").await;
+    let bulk_older = run(endpoint, &accounts, "bulk", "").await;
+    // Every credential type on (SSH keys cost one ListSSHPublicKeys per user: IAM has no
+    // account-wide call for them).
+    let bulk_all = run(
+        endpoint,
+        &accounts,
+        "bulk",
+        "report_max_age_secs = 2000000000\ncredential_types = [\"ssh_keys\", \"signing_certificates\", \"service_specific\"]\n",
+    )
+    .await;
     assert_eq!(per_user.records.len(), bulk.records.len());
     let identical = per_user.records == bulk.records && per_user.records == bulk_older.records;
+    assert_eq!(bulk_all.records.len(), bulk.records.len());
 
     let total = |f: &Figures| f.calls.values().sum::<u64>();
     println!(
-        "{:<20} {:>10} {:>12} {:>14} {:>12}",
+        "{:<28} {:>10} {:>12} {:>14} {:>12}",
         "strategy", "seconds", "API calls", "calls/user", "peak RSS"
     );
     let runs = [
         ("per-user", &per_user),
         ("bulk, fresh report", &bulk),
         ("bulk, older report", &bulk_older),
+        ("bulk, every credential type", &bulk_all),
     ];
     for (name, f) in runs {
         println!(
-            "{:<20} {:>10.1} {:>12} {:>14.2} {:>12}",
+            "{:<28} {:>10.1} {:>12} {:>14.2} {:>12}",
             name,
             f.secs,
             total(f),
@@ -218,22 +240,24 @@ async fn main() {
     );
     println!("calls by operation:");
     println!(
-        "  {:<32} {:>10} {:>10} {:>10}",
-        "", "per-user", "bulk", "bulk-older"
+        "  {:<32} {:>10} {:>10} {:>10} {:>10}",
+        "", "per-user", "bulk", "bulk-older", "bulk-all"
     );
     let ops: std::collections::BTreeSet<&String> = per_user
         .calls
         .keys()
         .chain(bulk_older.calls.keys())
+        .chain(bulk_all.calls.keys())
         .collect();
     for op in ops {
         let n = |f: &Figures| f.calls.get(op).copied().unwrap_or(0);
         println!(
-            "  {:<32} {:>10} {:>10} {:>10}",
+            "  {:<32} {:>10} {:>10} {:>10} {:>10}",
             op,
             n(&per_user),
             n(&bulk),
-            n(&bulk_older)
+            n(&bulk_older),
+            n(&bulk_all)
         );
     }
     let users_with_keys = (users as f64 / 3.0).ceil() as u64 * accounts.len() as u64;
