@@ -40,6 +40,13 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             {
                 let mut out = std::io::stdout().lock();
                 out.write_all(config.to_redacted_toml().as_bytes())?;
+                // Where each sink's requests go, as TOML comments (the output stays valid TOML).
+                writeln!(out, "\n# Resolved sink endpoints")?;
+                for sink in config.effective_sinks() {
+                    for e in crate::deliver::probe::endpoints(&sink) {
+                        writeln!(out, "# sink {} ({}): {e}", sink.name, sink.kind.as_str())?;
+                    }
+                }
                 out.flush()?;
             }
             eprintln!("config {} is valid", cli.config.display());

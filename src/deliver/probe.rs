@@ -10,6 +10,45 @@ use super::splunk_hec::SplunkHec;
 use crate::config::{SinkConfig, SinkMode, SinkType};
 use crate::text::{error_chain, excerpt};
 
+/// Where a sink's requests go, for `check-config` (URLs redacted: no user-info or query values).
+pub fn endpoints(sink: &SinkConfig) -> Vec<String> {
+    use crate::config::redact_url;
+    let base = super::transport::base_url(sink);
+    let shown = |method: &str, url: String| format!("{method} {}", redact_url(&url));
+    match sink.kind {
+        SinkType::Stdout => vec!["standard output".into()],
+        SinkType::File => vec![format!(
+            "append to {}",
+            sink.path.clone().unwrap_or_default().display()
+        )],
+        SinkType::Http => vec![shown("POST", base.to_string())],
+        SinkType::Elasticsearch => {
+            let mut out = vec![shown("POST", format!("{base}/_bulk"))];
+            if let Some(p) = &sink.pipeline {
+                out[0].push_str(&format!(" (pipeline {p})"));
+            }
+            out.push(format!(
+                "index {:?}, change events to {:?}",
+                sink.index.as_deref().unwrap_or_default(),
+                sink.events_index()
+            ));
+            out
+        }
+        SinkType::SplunkHec => {
+            let mut out = vec![shown("POST", format!("{base}/services/collector/event"))];
+            if sink.ack {
+                out.push(shown("POST", format!("{base}/services/collector/ack")));
+            }
+            out
+        }
+        SinkType::SekoiaAssets => vec![shown("POST", super::sekoia::endpoint(sink))],
+        SinkType::Oomnitza => vec![
+            shown("POST", format!("{base}/api/v3/bulk")),
+            shown("POST", format!("{base}/api/v3/bulk/<portion>/finalize")),
+        ],
+    }
+}
+
 /// The answer for one target: `Ok(what was found)` or `Err(what is wrong)`.
 pub type Probe = Result<String, String>;
 

@@ -34,19 +34,19 @@ pub fn encode(batch: &Batch<'_>) -> Vec<u8> {
     body
 }
 
-impl Sekoia<'_> {
-    pub fn endpoint(&self) -> String {
-        let base = self
-            .sink
-            .url
-            .as_ref()
-            .map(|u| u.as_str())
-            .unwrap_or(DEFAULT_URL)
-            .trim_end_matches('/');
-        let uuid = self.sink.connector_uuid.as_deref().unwrap_or_default();
-        format!("{base}/api/v2/asset-management/asset-connector/{uuid}")
-    }
+/// `{url}/api/v2/asset-management/asset-connector/{connector_uuid}`.
+pub fn endpoint(sink: &SinkConfig) -> String {
+    let base = sink
+        .url
+        .as_ref()
+        .map(|u| u.as_str())
+        .unwrap_or(DEFAULT_URL)
+        .trim_end_matches('/');
+    let uuid = sink.connector_uuid.as_deref().unwrap_or_default();
+    format!("{base}/api/v2/asset-management/asset-connector/{uuid}")
+}
 
+impl Sekoia<'_> {
     pub fn request(&self, method: reqwest::Method) -> reqwest::RequestBuilder {
         let key = self
             .sink
@@ -55,7 +55,7 @@ impl Sekoia<'_> {
             .map(|k| k.expose())
             .unwrap_or_default();
         let auth = Some(("Authorization", format!("Bearer {key}")));
-        request(self.client, self.sink, method, self.endpoint(), auth)
+        request(self.client, self.sink, method, endpoint(self.sink), auth)
     }
 }
 

@@ -177,6 +177,34 @@ async fn a_partial_bulk_resends_exactly_the_failed_items() {
     assert_eq!(os.count(INDEX).await, 4);
 }
 
+/// A cluster that accepts a `_bulk` request and never answers: the request times out, is sent again,
+/// and lands once (`_id` = ARN, so a late first write would be overwritten, not duplicated).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_bulk_request_times_out_and_is_sent_again() {
+    let moto = Moto::start();
+    seed_standard(&moto.iam().await).await;
+    let os = OpenSearch::start();
+    let proxy = BulkProxy::start(
+        &os.url,
+        BulkRules {
+            hang_next: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    let ws = Workspace::new();
+    let cfg = ws.config(&format!(
+        "{}{}",
+        aws_section(&moto.endpoint, "/engineering/"),
+        es_sink("search", &proxy.url, "timeout_secs = 1")
+    ));
+    let out = ws.run(&cfg, &["sync"], &[]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("retrying delivery"), "{}", out.stderr);
+    assert_eq!(proxy.stats().hung, 1);
+    assert_eq!(os.count(INDEX).await, 4);
+}
+
 /// 413 halves the batch; 503 is retried; create-only takes a 409 as "already there" and
 /// update-only a 404 as "nothing to update".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -459,6 +487,16 @@ async fn check_config_connect_probes_every_target() {
         assert!(out.stderr.contains(line), "{line}\n{}", out.stderr);
     }
     assert!(hec.indexed().is_empty(), "a probe sends no record");
+    // check-config also shows where each sink's requests go.
+    for endpoint in [
+        format!("# sink search (elasticsearch): POST {}/_bulk", os.url),
+        format!(
+            "# sink splunk (splunk_hec): POST {}/services/collector/ack",
+            hec.url
+        ),
+    ] {
+        assert!(out.stdout.contains(&endpoint), "{endpoint}\n{}", out.stdout);
+    }
     assert_eq!(os.count(INDEX).await, 0);
 
     let bad = ws.config(&format!(
