@@ -391,23 +391,28 @@ impl Store {
         let tx = conn
             .transaction_with_behavior(behavior)
             .map_err(e("cannot start a transaction (is it read-only or locked?)"))?;
+        // Only the rows of accounts out of scope are read (with their records, which the change
+        // log keeps): the scope goes to SQLite as a JSON array.
+        let scope = serde_json::to_string(&in_scope.iter().collect::<Vec<_>>())
+            .unwrap_or_else(|_| "[]".into());
         let users: Vec<(String, String, String, String)> = {
             let mut stmt = tx
                 .prepare(
-                    "SELECT account_id, uid, user_name, record FROM snapshot ORDER BY account_id, uid",
+                    "SELECT account_id, uid, user_name, record FROM snapshot
+                     WHERE account_id NOT IN (SELECT value FROM json_each(?1))
+                     ORDER BY account_id, uid",
                 )
                 .map_err(e("cannot read the snapshot"))?;
             let rows = stmt
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                .query_map(params![scope], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })
                 .map_err(e("cannot read the snapshot"))?;
             rows.collect::<rusqlite::Result<Vec<_>>>()
                 .map_err(e("cannot read the snapshot"))?
         };
         let mut out = Vec::new();
         for (account_id, uid, user_name, record) in users {
-            if in_scope.contains(&account_id) {
-                continue;
-            }
             if !dry_run {
                 remove_user(&tx, &uid, None).map_err(e("cannot write the snapshot"))?;
                 tx.execute(
