@@ -704,6 +704,7 @@ async fn collect_connected(
                     cert_holders: out.cert_holders,
                     in_report: out.in_report,
                     root: out.root,
+                    report_stale: out.report_stale,
                 }),
             ),
             None => {

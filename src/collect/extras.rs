@@ -23,6 +23,9 @@ pub struct FromBulk {
     /// Users the report has a row for (others were created after it: their certificates are asked).
     pub in_report: HashSet<String>,
     pub root: Option<RootRow>,
+    /// The report is older than `report_max_age_secs`: what only it tells (certificates, the root's
+    /// MFA and keys) is asked of IAM instead.
+    pub report_stale: bool,
 }
 
 pub struct Extras<'a> {
@@ -45,6 +48,9 @@ impl Extras<'_> {
     ) -> Result<(Vec<IamUser>, usize, Option<RootUser>), CollectError> {
         let total = users.len();
         let (shared, own, cert_holders, in_report, root_row) = match bulk {
+            Some(b) if b.report_stale => {
+                (Some(b.policies), b.own_policies, None, b.in_report, None)
+            }
             Some(b) => (
                 Some(b.policies),
                 b.own_policies,

@@ -234,14 +234,20 @@ pub async fn user_policies(
         .map_err(|e| CollectError::from_sdk("iam:ListUserPolicies", e))?;
     let mut inline = Vec::with_capacity(names.len());
     for name in names {
-        let out = iam
+        match iam
             .get_user_policy()
             .user_name(user)
             .policy_name(&name)
             .send()
             .await
-            .map_err(|e| CollectError::from_sdk("iam:GetUserPolicy", e))?;
-        inline.push((name, out.policy_document().to_string()));
+            .map_err(|e| CollectError::from_sdk("iam:GetUserPolicy", e))
+        {
+            Ok(out) => inline.push((name, out.policy_document().to_string())),
+            // The policy was deleted since ListUserPolicies: it no longer reaches the user. (Only
+            // the user-level calls' NoSuchEntity means the user itself is gone.)
+            Err(e) if e.is_no_such_entity() => continue,
+            Err(e) => return Err(e),
+        }
     }
     let boundary = iam
         .get_user()
@@ -284,14 +290,18 @@ async fn group_policies(iam: &Client, group: &str) -> Result<GroupPolicies, Coll
         .map_err(|e| CollectError::from_sdk("iam:ListGroupPolicies", e))?;
     let mut inline = Vec::with_capacity(names.len());
     for name in names {
-        let out = iam
+        match iam
             .get_group_policy()
             .group_name(group)
             .policy_name(&name)
             .send()
             .await
-            .map_err(|e| CollectError::from_sdk("iam:GetGroupPolicy", e))?;
-        inline.push((name, out.policy_document().to_string()));
+            .map_err(|e| CollectError::from_sdk("iam:GetGroupPolicy", e))
+        {
+            Ok(out) => inline.push((name, out.policy_document().to_string())),
+            Err(e) if e.is_no_such_entity() => continue,
+            Err(e) => return Err(e),
+        }
     }
     Ok(GroupPolicies { attached, inline })
 }

@@ -64,6 +64,10 @@ pub fn encode(batch: &Batch<'_>, index: &str, mode: SinkMode) -> Vec<u8> {
         body.extend_from_slice(
             format!("{{\"{act}\":{{\"_index\":{index},\"_id\":{id}}}}}\n").as_bytes(),
         );
+        if batch.op == Op::Delete {
+            // A delete action has no source line, whatever the mode.
+            continue;
+        }
         if mode == SinkMode::UpdateOnly {
             body.extend_from_slice(b"{\"doc\":");
             body.extend_from_slice(r.record.as_bytes());
@@ -274,6 +278,19 @@ mod tests {
         let doc: serde_json::Value = serde_json::from_str(update.lines().nth(1).unwrap()).unwrap();
         assert_eq!(doc["doc"]["user"]["uid"], "arn:aws:iam::1:user/a");
         assert!(update.starts_with("{\"update\":"));
+        // Deletes are action lines only, whatever the mode.
+        let deletes = Batch {
+            op: Op::Delete,
+            records: vec![&a, &b],
+        };
+        for mode in [SinkMode::CreateUpdate, SinkMode::UpdateOnly] {
+            let body = String::from_utf8(encode(&deletes, "i", mode)).unwrap();
+            assert_eq!(body.lines().count(), 2, "{body}");
+            assert!(
+                body.lines().all(|l| l.starts_with("{\"delete\":")),
+                "{body}"
+            );
+        }
     }
 
     #[test]

@@ -485,6 +485,15 @@ impl Delivery<'_> {
                     })
                 })
                 .collect();
+            if events.is_empty() {
+                // Rows that make no event (nothing a SIEM would act on): past them.
+                cursor = last_row;
+                if let Err(e) = self.store.set_event_cursor(name, cursor, (self.now_ms)()) {
+                    report.error = Some(e.to_string());
+                    return;
+                }
+                continue;
+            }
             let mut done: std::collections::HashSet<String> = std::collections::HashSet::new();
             for chunk in events.chunks(self.sink.batch_size.max(1)) {
                 if self.stopping() {
@@ -578,13 +587,19 @@ impl Delivery<'_> {
         settle: &mut Settle<'_, 'r>,
     ) -> Result<(), ()> {
         let op = batch.op;
+        let total = batch.records.len();
         let mut work: Vec<Vec<&'r PendingRecord>> = vec![batch.records];
         let mut again: Vec<&'r PendingRecord> = Vec::new();
         let mut round = 0u32;
-        loop {
+        // Rejections are settled at the end: a sink that refused every record of the batch is
+        // refusing the batch (a missing pipeline, a strict mapping, a receiver that answers 400 to
+        // everything), not each record, and holding every user back for it would lose them all.
+        let mut rejections: Vec<(&'r PendingRecord, String)> = Vec::new();
+        let mut acked_any = false;
+        let result = loop {
             let Some(records) = work.pop() else {
                 if again.is_empty() {
-                    return Ok(());
+                    break Ok(());
                 }
                 if round >= self.sink.max_retries {
                     let msg = format!(
@@ -594,7 +609,7 @@ impl Delivery<'_> {
                     );
                     tracing::warn!(sink = %self.sink.name, "{msg}");
                     report.error = Some(msg);
-                    return Ok(());
+                    break Ok(());
                 }
                 tokio::time::sleep(retry::backoff(round)).await;
                 round += 1;
@@ -603,7 +618,7 @@ impl Delivery<'_> {
                 continue;
             };
             if self.stopping() {
-                return Err(());
+                break Err(());
             }
             let sub = Batch { op, records };
             match kind.send(&sub, report).await {
@@ -629,7 +644,9 @@ impl Delivery<'_> {
                             RecordOutcome::Rejected(why) => rejected.push((*r, why)),
                         }
                     }
-                    settle(&acked, &rejected, report)?;
+                    acked_any |= !acked.is_empty();
+                    settle(&acked, &[], report)?;
+                    rejections.extend(rejected);
                 }
                 Outcome::TooLarge(why) | Outcome::BadContent(why) if sub.records.len() > 1 => {
                     tracing::info!(sink = %self.sink.name, records = sub.records.len(), error = %why, "batch refused; splitting it to find the records at fault");
@@ -638,7 +655,7 @@ impl Delivery<'_> {
                     work.push(a.to_vec());
                 }
                 Outcome::TooLarge(why) | Outcome::BadContent(why) => {
-                    settle(&[], &[(sub.records[0], why)], report)?;
+                    rejections.push((sub.records[0], why));
                 }
                 Outcome::Failed(why) => {
                     tracing::warn!(sink = %self.sink.name, records = sub.records.len(), error = %why, "batch not delivered; its records stay pending for the next sync");
@@ -647,10 +664,21 @@ impl Delivery<'_> {
                 Outcome::Down(why) => {
                     tracing::warn!(sink = %self.sink.name, error = %why, "sink failing; what it has not acknowledged stays pending for the next sync");
                     report.error = Some(why);
-                    return Err(());
+                    break Err(());
                 }
             }
+        };
+        if rejections.len() >= 2 && !acked_any && rejections.len() == total {
+            let why = format!(
+                "the sink refused every one of {} records ({}): a refusal of the whole batch, not of each record; they stay pending",
+                total, rejections[0].1
+            );
+            tracing::warn!(sink = %self.sink.name, "{why}");
+            report.error = Some(why);
+        } else if !rejections.is_empty() {
+            settle(&[], &rejections, report)?;
         }
+        result
     }
 
     /// Stores acknowledgements and rejections. `Err` = the store failed (the sink stops).

@@ -36,9 +36,12 @@ fn needs(mode: SinkMode, view: &str) -> String {
         SinkMode::CreateOnly => "a.uid IS NULL".to_string(),
         SinkMode::UpdateOnly => format!("(a.uid IS NOT NULL AND NOT ({acked}))"),
     };
+    // A user deleted and re-created under the same ARN waits until the sink has confirmed the
+    // deletion: a delete sent after the new record would remove it.
     format!(
         "{wanted} AND NOT EXISTS (SELECT 1 FROM sink_rejects r
-           WHERE r.sink = ?1 AND r.uid = s.uid AND r.content_hash = s.content_hash || {view})"
+           WHERE r.sink = ?1 AND r.uid = s.uid AND r.content_hash = s.content_hash || {view})
+         AND NOT EXISTS (SELECT 1 FROM sink_deletes d WHERE d.sink = ?1 AND d.uid = s.uid)"
     )
 }
 

@@ -206,7 +206,8 @@ impl Store {
             let Some(cursor) = cursor else { continue };
             let n: i64 = tx
                 .query_row(
-                    "SELECT COUNT(*) FROM changes WHERE at < ?1 AND id > ?2",
+                    "SELECT COUNT(*) FROM changes WHERE at < ?1 AND id > ?2
+                       AND id < (SELECT MAX(id) FROM changes)",
                     params![before_ms, cursor],
                     |r| r.get(0),
                 )
@@ -215,8 +216,13 @@ impl Store {
                 lost.push((sink.to_string(), n as u64));
             }
         }
+        // The newest row is kept whatever its age: `changes.id` is a rowid, and SQLite would hand
+        // out ids again from 1 after an emptied table, below the sinks' event cursors.
         let deleted = tx
-            .execute("DELETE FROM changes WHERE at < ?1", params![before_ms])
+            .execute(
+                "DELETE FROM changes WHERE at < ?1 AND id < (SELECT MAX(id) FROM changes)",
+                params![before_ms],
+            )
             .map_err(e)?;
         tx.commit().map_err(e)?;
         Ok((deleted as u64, lost))

@@ -25,6 +25,9 @@ pub const VOLATILE_FIELDS: &[&str] = &[
     "metadata.processed_time",
     // iam-inventory's own version: an upgrade is not a change to every user.
     "metadata.product.feature.version",
+    // The root record's details only the credential report gives (bulk): not a change when the
+    // strategy changes (per-user collection cannot read them).
+    "unmapped.user.report",
     "user.ldap_person.last_login_time",
     "user.programmatic_credentials[].last_used_time",
     "unmapped.user.password_last_used_time",
@@ -147,12 +150,14 @@ pub fn to_ocsf(user: &IamUser, source: &Provenance, collected_ms: i64) -> Value 
         .collect();
     unmapped_user.insert("credentials".into(), Value::Array(other_credentials));
     unmapped_user.insert("policies".into(), Value::Array(policies(p)));
-    if let Some(b) = &p.boundary {
-        unmapped_user.insert(
-            "permissions_boundary".into(),
-            json!({"name": b.name, "arn": b.arn}),
-        );
-    }
+    // Always present (null when none): an `update` that merges into an existing document
+    // (Elasticsearch's update-only) must clear a boundary that was removed.
+    unmapped_user.insert(
+        "permissions_boundary".into(),
+        p.boundary
+            .as_ref()
+            .map_or(Value::Null, |b| json!({"name": b.name, "arn": b.arn})),
+    );
     unmapped_user.insert("is_admin".into(), json!(p.is_admin));
     unmapped_user.insert("admin_via".into(), json!(p.admin_via));
 
@@ -272,9 +277,6 @@ pub fn root_to_ocsf(
         "type": "AWS Account",
     });
     let mut ldap_person = Map::new();
-    if let Some(t) = root.created {
-        ldap_person.insert("created_time".into(), json!(t));
-    }
     if let Some(t) = root.password_last_used {
         ldap_person.insert("last_login_time".into(), json!(t));
     }
@@ -315,7 +317,8 @@ pub fn root_to_ocsf(
         "is_admin": true,
         "is_console_user": true,
         "access_keys_present": root.access_keys_present,
-        "root_access_keys": keys,
+        // Only the credential report tells these (volatile: see VOLATILE_FIELDS).
+        "report": {"created_time": root.created, "root_access_keys": keys},
     });
     // No `path`: the root is not under any path prefix, so it is never taken for a user deleted
     // from under the prefix (turning `root_user` off retires it instead).

@@ -524,6 +524,38 @@ async fn a_poison_record_is_isolated_and_held_back_until_it_changes() {
     );
 }
 
+/// A receiver that refuses everything (400 to every request) is refusing the batch, not each
+/// record: nothing is held back, everything stays pending and goes once the receiver is fixed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_that_refuses_everything_holds_nothing_back() {
+    let moto = Moto::start();
+    seed_standard(&moto.iam().await).await;
+    let rx = Receiver::start().await;
+    rx.set_default(400);
+    let ws = Workspace::new();
+    let cfg = ws.config(&format!(
+        "{}[[sinks]]\nname = \"siem\"\nurl = \"{}\"\n",
+        aws_section(&moto.endpoint, "/"),
+        rx.url
+    ));
+    let out = ws.run(&cfg, &["sync"], &[]).await;
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("refused every one of 6 records"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("pending 6, rejected 0"),
+        "{}",
+        out.stderr
+    );
+    rx.set_default(200);
+    let out = ws.run(&cfg, &["sync"], &[]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(rx.acknowledged_uids().len(), 6);
+}
+
 /// A process killed mid-write leaves a torn last line; the next sync cuts it before appending,
 /// so every line of the file is one whole record.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
