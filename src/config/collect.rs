@@ -2,9 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-fn default_true() -> bool {
-    true
-}
+use super::default_true;
 
 /// Everything but SSH keys, which cost one call per user even in bulk (see the README's table).
 fn default_credential_types() -> Vec<CredentialKind> {

@@ -29,17 +29,7 @@ pub struct Oomnitza<'a> {
 pub fn new_portion() -> String {
     let mut b = [0u8; 16];
     b.iter_mut().for_each(|x| *x = fastrand::u8(..));
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let x = hex::encode(b);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &x[..8],
-        &x[8..12],
-        &x[12..16],
-        &x[16..20],
-        &x[20..]
-    )
+    super::transport::uuid_v4(b)
 }
 
 impl<'a> Oomnitza<'a> {
@@ -83,24 +73,12 @@ impl<'a> Oomnitza<'a> {
         })
         .to_string();
         // `{…head…,"records":[…]}`: the records are already JSON text.
-        let mut body = Vec::with_capacity(
-            head.len()
-                + batch
-                    .records
-                    .iter()
-                    .map(|r| r.record.len() + 1)
-                    .sum::<usize>()
-                + 16,
-        );
+        let records = batch.encode(crate::config::SinkFormat::Json);
+        let mut body = Vec::with_capacity(head.len() + records.len() + 16);
         body.extend_from_slice(&head.as_bytes()[..head.len() - 1]);
-        body.extend_from_slice(b",\"records\":[");
-        for (i, r) in batch.records.iter().enumerate() {
-            if i > 0 {
-                body.push(b',');
-            }
-            body.extend_from_slice(r.record.as_bytes());
-        }
-        body.extend_from_slice(b"]}");
+        body.extend_from_slice(b",\"records\":");
+        body.extend_from_slice(&records);
+        body.push(b'}');
         body
     }
 

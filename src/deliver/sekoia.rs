@@ -21,16 +21,11 @@ pub struct Sekoia<'a> {
 
 /// `{"version": 1, "items": [...]}` with the records as they are (already JSON).
 pub fn encode(batch: &Batch<'_>) -> Vec<u8> {
-    let size: usize = batch.records.iter().map(|r| r.record.len() + 1).sum();
-    let mut body = Vec::with_capacity(size + 32);
-    body.extend_from_slice(b"{\"version\":1,\"items\":[");
-    for (i, r) in batch.records.iter().enumerate() {
-        if i > 0 {
-            body.push(b',');
-        }
-        body.extend_from_slice(r.record.as_bytes());
-    }
-    body.extend_from_slice(b"]}");
+    let items = batch.encode(crate::config::SinkFormat::Json);
+    let mut body = Vec::with_capacity(items.len() + 32);
+    body.extend_from_slice(b"{\"version\":1,\"items\":");
+    body.extend_from_slice(&items);
+    body.push(b'}');
     body
 }
 

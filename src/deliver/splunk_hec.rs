@@ -42,17 +42,7 @@ pub fn channel_for(sink_name: &str) -> String {
     let h = Sha256::digest(format!("iam-inventory hec channel\n{sink_name}").as_bytes());
     let mut b = [0u8; 16];
     b.copy_from_slice(&h[..16]);
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let x = hex::encode(b);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &x[..8],
-        &x[8..12],
-        &x[12..16],
-        &x[16..20],
-        &x[20..]
-    )
+    super::transport::uuid_v4(b)
 }
 
 /// Epoch milliseconds as HEC's `time`: seconds with millisecond decimals.

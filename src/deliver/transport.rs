@@ -31,6 +31,21 @@ pub fn client() -> Result<reqwest::Client, String> {
         .map_err(|e| format!("cannot build the HTTP client: {}", error_chain(&e)))
 }
 
+/// 16 bytes as a version-4 UUID (`8-4-4-4-12` hex, version and variant bits set).
+pub fn uuid_v4(mut b: [u8; 16]) -> String {
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let x = hex::encode(b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &x[..8],
+        &x[8..12],
+        &x[12..16],
+        &x[16..20],
+        &x[20..]
+    )
+}
+
 /// A sink's base URL without a trailing slash (`{url}/_bulk`, `{url}/services/collector/event`…).
 pub fn base_url(sink: &SinkConfig) -> &str {
     sink.url
