@@ -21,6 +21,7 @@
 //!   acknowledged state written once for all kinds.
 //! - [`daemon`]: `run` — the cron schedule, `/healthz`, `/metrics` ([`metrics`], fed from each run's
 //!   report) and graceful shutdown.
+//! - [`mapping`]: `[sinks.fields]` expressions, shared by config validation and delivery.
 //! - [`summary`] renders a run's report for `sync` and the daemon; [`text`] holds the message
 //!   helpers every stage shares.
 //! - [`app`] dispatches the CLI ([`cli`]); `main.rs` only parses and sets up [`telemetry`].
