@@ -5,6 +5,7 @@
 pub mod bulk_proxy;
 pub mod cli;
 pub mod hec;
+pub mod lifecycle;
 pub mod moto;
 pub mod oomnitza;
 pub mod opensearch;

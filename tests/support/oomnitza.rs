@@ -59,10 +59,9 @@
 use std::collections::{HashMap, VecDeque};
 use std::io::Read;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
+use super::lifecycle::Lifecycle;
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -135,42 +134,17 @@ struct Inner {
     requests: Vec<(String, u16)>,
 }
 
-struct Server {
-    task: tokio::task::JoinHandle<()>,
-    shutdown: tokio::sync::oneshot::Sender<()>,
-}
-
-/// Which incarnation of the server is up (0: none); handlers of an older one drop their
-/// connection, so keep-alive connections from before an outage do not reach the new state.
-#[derive(Default)]
-struct Life {
-    current: AtomicU64,
-    last: AtomicU64,
-    server: Mutex<Option<Server>>,
-}
-
-impl Life {
-    fn shut(&self) -> Option<tokio::task::JoinHandle<()>> {
-        self.current.store(0, Ordering::SeqCst);
-        let server = self.server.lock().unwrap().take()?;
-        let _ = server.shutdown.send(());
-        Some(server.task)
-    }
-}
-
 #[derive(Clone)]
 struct Ctx {
     inner: Arc<Mutex<Inner>>,
-    life: Arc<Life>,
+    life: Arc<Lifecycle>,
     generation: u64,
 }
 
 impl Ctx {
     fn check_live(&self) {
-        if self.life.current.load(Ordering::SeqCst) != self.generation {
-            // resume_unwind skips the panic hook: the connection drops, no noise in test output.
-            std::panic::resume_unwind(Box::new("Oomnitza fake is down"));
-        }
+        self.life
+            .check_live(self.generation, "Oomnitza fake is down");
     }
 }
 
@@ -180,7 +154,7 @@ pub struct Oomnitza {
     pub url: String,
     addr: SocketAddr,
     inner: Arc<Mutex<Inner>>,
-    life: Arc<Life>,
+    life: Arc<Lifecycle>,
 }
 
 impl Oomnitza {
@@ -202,7 +176,7 @@ impl Oomnitza {
             url: format!("http://{addr}"),
             addr,
             inner,
-            life: Arc::new(Life::default()),
+            life: Arc::new(Lifecycle::default()),
         };
         fake.serve(listener);
         fake
@@ -219,7 +193,7 @@ impl Oomnitza {
     }
 
     fn serve(&self, listener: tokio::net::TcpListener) {
-        let generation = self.life.last.fetch_add(1, Ordering::SeqCst) + 1;
+        let generation = self.life.next_generation();
         let ctx = Ctx {
             inner: self.inner.clone(),
             life: self.life.clone(),
@@ -231,53 +205,24 @@ impl Oomnitza {
             .fallback(not_found)
             .layer(DefaultBodyLimit::disable())
             .with_state(ctx);
-        let (shutdown, signal) = tokio::sync::oneshot::channel::<()>();
-        self.life.current.store(generation, Ordering::SeqCst);
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = signal.await;
-                })
-                .await;
-        });
-        *self.life.server.lock().unwrap() = Some(Server { task, shutdown });
+        self.life.serve(generation, listener, app);
     }
 
     /// An outage: stop listening (connections are refused), close idle keep-alive connections and
     /// drop requests in flight without a response. State (portions, database) is kept.
     pub async fn stop(&self) {
-        if let Some(task) = self.life.shut() {
-            let abort = task.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(2), task)
-                .await
-                .is_err()
-            {
-                abort.abort();
-            }
-        }
+        self.life.stop().await;
     }
 
     /// Recovery: listen again on the same port, with the state as it was. No-op when up.
     pub async fn restart(&self) {
-        if self.is_up() {
-            return;
+        if let Some(listener) = self.life.rebind(self.addr, "Oomnitza").await {
+            self.serve(listener);
         }
-        let mut tries = 0;
-        let listener = loop {
-            match tokio::net::TcpListener::bind(self.addr).await {
-                Ok(l) => break l,
-                Err(_) if tries < 100 => {
-                    tries += 1;
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                Err(e) => panic!("Oomnitza fake could not listen on {} again: {e}", self.addr),
-            }
-        };
-        self.serve(listener);
     }
 
     pub fn is_up(&self) -> bool {
-        self.life.current.load(Ordering::SeqCst) != 0
+        self.life.is_up()
     }
 
     /// The next bulk POST (after the ones already scripted) is answered with `status` and an
@@ -341,9 +286,7 @@ impl Oomnitza {
 
 impl Drop for Oomnitza {
     fn drop(&mut self) {
-        if let Some(task) = self.life.shut() {
-            task.abort();
-        }
+        self.life.abort();
     }
 }
 
