@@ -212,7 +212,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
 
 /// One change as a JSON object (`changes --format json`, `sync --dry-run`).
 pub fn change_json(c: &ChangeRow) -> serde_json::Value {
-    serde_json::json!({
+    let mut v = serde_json::json!({
         "run_id": c.run_id,
         "time": rfc3339(c.at),
         "account_id": c.account_id,
@@ -220,7 +220,14 @@ pub fn change_json(c: &ChangeRow) -> serde_json::Value {
         "uid": c.uid,
         "kind": c.kind.as_str(),
         "fields": c.fields,
-    })
+    });
+    // Who did it, when an IAM event named the change (incremental refresh).
+    if let Some(a) = &c.actor {
+        let mut actor = serde_json::to_value(a).unwrap_or_default();
+        actor["event_time"] = serde_json::json!(rfc3339(a.event_time));
+        v["actor"] = actor;
+    }
+    v
 }
 
 /// The change log for people: one line per change, one indented line per changed field.
@@ -230,8 +237,17 @@ pub fn changes_table(rows: &[ChangeRow]) -> String {
     }
     let mut s = String::new();
     for r in rows {
+        let by = r
+            .actor
+            .as_ref()
+            .map(|a| {
+                let mut calls = a.coalesced.clone();
+                calls.push(a.event_name.clone());
+                format!("  by {} ({})", a.label(), calls.join(", "))
+            })
+            .unwrap_or_default();
         s.push_str(&format!(
-            "{}  {:<7}  {}  {}  ({})\n",
+            "{}  {:<7}  {}  {}  ({}){by}\n",
             rfc3339(r.at),
             r.kind.as_str(),
             r.account_id,

@@ -30,7 +30,8 @@ const OVERDUE_GRACE_MS: i64 = 5 * 60 * 1000;
 /// What `/healthz` and `/metrics` read.
 pub struct DaemonState {
     pub metrics: std::sync::Mutex<Metrics>,
-    running: AtomicBool,
+    /// True while a full sync runs (shared with the incremental refresh, which waits for it).
+    running: Arc<AtomicBool>,
     last: std::sync::Mutex<Option<LastRun>>,
     cron: croner::Cron,
     started_ms: i64,
@@ -50,7 +51,7 @@ pub async fn run(config: Config) -> anyhow::Result<i32> {
     let store = Arc::new(Store::open(&config.store.path, OpenMode::ReadWrite)?);
     let state = Arc::new(DaemonState {
         metrics: std::sync::Mutex::new(Metrics::default()),
-        running: AtomicBool::new(false),
+        running: Arc::new(AtomicBool::new(false)),
         last: std::sync::Mutex::new(None),
         cron,
         started_ms: now_ms(),
@@ -81,11 +82,14 @@ pub async fn run(config: Config) -> anyhow::Result<i32> {
 
     let config = Arc::new(config);
     let gate = Arc::new(Mutex::new(()));
+    // Held by whatever writes the store: a sync, or an incremental refresh's batch.
+    let writer = Arc::new(Mutex::new(()));
     let trigger = Syncer {
         config: config.clone(),
         store: store.clone(),
         state: state.clone(),
         gate: gate.clone(),
+        writer: writer.clone(),
         stop: stop_rx.clone(),
     };
 
@@ -118,6 +122,16 @@ pub async fn run(config: Config) -> anyhow::Result<i32> {
     if config.schedule.run_on_start {
         tokio::spawn(trigger.sync("start"));
     }
+    let refresh = {
+        let (on_report, on_error) = (state.clone(), state.clone());
+        let hooks = crate::refresh::Hooks {
+            gate: writer.clone(),
+            busy: state.running.clone(),
+            on_report: Arc::new(move |r| lock(&on_report.metrics).record_refresh(r)),
+            on_error: Arc::new(move || lock(&on_error.metrics).record_source_error()),
+        };
+        crate::refresh::spawn(config.clone(), store.clone(), hooks, stop_rx.clone()).await
+    };
 
     wait_for_signal().await;
     tracing::info!(
@@ -125,9 +139,15 @@ pub async fn run(config: Config) -> anyhow::Result<i32> {
     );
     let _ = stop_tx.send(true);
     let _ = scheduler.shutdown().await;
-    let drained = tokio::time::timeout(SHUTDOWN_GRACE, gate.lock())
-        .await
-        .is_ok();
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        let _sync = gate.lock().await;
+        let _refresh = writer.lock().await;
+    })
+    .await
+    .is_ok();
+    if let Some(task) = refresh {
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    }
     if !drained {
         tracing::warn!(
             grace_secs = SHUTDOWN_GRACE.as_secs(),
@@ -149,6 +169,8 @@ struct Syncer {
     state: Arc<DaemonState>,
     /// Held while a sync runs: never two at once.
     gate: Arc<Mutex<()>>,
+    /// Held while the store is written (a sync, or a refresh batch).
+    writer: Arc<Mutex<()>>,
     stop: watch::Receiver<bool>,
 }
 
@@ -168,6 +190,8 @@ impl Syncer {
         };
         let state = &self.state;
         state.running.store(true, Ordering::SeqCst);
+        // A refresh batch in flight finishes first (seconds); no new one starts meanwhile.
+        let _writer = self.writer.lock().await;
         let started = now_ms();
         let options = RunOptions {
             dry_run: false,

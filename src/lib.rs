@@ -36,6 +36,7 @@ pub mod deliver;
 pub mod mapping;
 pub mod metrics;
 pub mod pipeline;
+pub mod refresh;
 pub mod schedule;
 pub mod store;
 pub mod summary;

@@ -39,6 +39,16 @@ pub struct Metrics {
     changes_pending: BTreeMap<String, u64>,
     /// sink → change events pruned by retention before it delivered them.
     events_pruned: BTreeMap<String, u64>,
+    /// Incremental refresh: IAM events read, by outcome (`refreshed`, `malformed`,
+    /// `ignored: <reason>`…); users refreshed; refreshes by status; source failures.
+    iam_events: BTreeMap<String, u64>,
+    users_refreshed: u64,
+    refreshes: BTreeMap<&'static str, u64>,
+    source_errors: u64,
+    /// Event time → delivered, of the last refresh (seconds), and over all refreshes.
+    lag_last: Option<f64>,
+    lag_sum: f64,
+    lag_count: u64,
 }
 
 impl Metrics {
@@ -80,7 +90,77 @@ impl Metrics {
                     .or_default() += n;
             }
         }
-        for s in &r.sinks {
+        self.record_sinks(&r.sinks);
+        for (sink, n) in &r.pruned.undelivered {
+            *self.events_pruned.entry(sink.clone()).or_default() += n;
+        }
+        for (account, n) in &r.retired_accounts {
+            *self
+                .changes
+                .entry((account.clone(), "retired"))
+                .or_default() += *n as u64;
+            self.users.remove(account);
+            self.account_up.remove(account);
+        }
+    }
+
+    /// One incremental refresh.
+    pub fn record_refresh(&mut self, r: &crate::refresh::RefreshReport) {
+        let status = if r.failed_accounts().is_empty() {
+            "ok"
+        } else {
+            "partial"
+        };
+        *self.refreshes.entry(status).or_default() += 1;
+        *self.iam_events.entry("refreshed".into()).or_default() += r.events as u64;
+        *self.iam_events.entry("malformed".into()).or_default() += r.malformed as u64;
+        for (reason, n) in &r.ignored {
+            *self
+                .iam_events
+                .entry(format!("ignored: {reason}"))
+                .or_default() += *n as u64;
+        }
+        self.users_refreshed += r.users() as u64;
+        for a in &r.accounts {
+            for (kind, n) in [
+                ("created", a.created),
+                ("updated", a.updated),
+                ("deleted", a.deleted),
+            ] {
+                *self
+                    .changes
+                    .entry((a.account_id.clone(), kind))
+                    .or_default() += n as u64;
+            }
+            for (op, n) in &a.calls.attempts {
+                *self
+                    .calls
+                    .entry((a.account_id.clone(), op.clone()))
+                    .or_default() += n;
+            }
+            for (op, n) in &a.calls.throttles {
+                *self
+                    .throttles
+                    .entry((a.account_id.clone(), op.clone()))
+                    .or_default() += n;
+            }
+        }
+        self.record_sinks(&r.sinks);
+        if let Some(lag) = r.lag_ms().filter(|_| r.events > 0) {
+            let secs = lag.max(0) as f64 / 1000.0;
+            self.lag_last = Some(secs);
+            self.lag_sum += secs;
+            self.lag_count += 1;
+        }
+    }
+
+    /// A source call failed (ReceiveMessage, LookupEvents) or a refresh could not be stored.
+    pub fn record_source_error(&mut self) {
+        self.source_errors += 1;
+    }
+
+    fn record_sinks(&mut self, sinks: &[crate::deliver::SinkReport]) {
+        for s in sinks {
             *self.sink_requests.entry(s.name.clone()).or_default() += s.requests;
             *self.sink_failed.entry(s.name.clone()).or_default() += s.failed_requests;
             *self.sink_sent.entry(s.name.clone()).or_default() += s.sent;
@@ -94,17 +174,6 @@ impl Metrics {
                     .insert(s.name.clone(), s.changes_pending);
             }
             *self.sink_rejections.entry(s.name.clone()).or_default() += s.rejected_now.len() as u64;
-        }
-        for (sink, n) in &r.pruned.undelivered {
-            *self.events_pruned.entry(sink.clone()).or_default() += n;
-        }
-        for (account, n) in &r.retired_accounts {
-            *self
-                .changes
-                .entry((account.clone(), "retired"))
-                .or_default() += *n as u64;
-            self.users.remove(account);
-            self.account_up.remove(account);
         }
     }
 
@@ -318,6 +387,76 @@ impl Metrics {
                 "iam_inventory_bulk_fallbacks_total{{account=\"{}\"}} {n}",
                 esc(account)
             );
+        }
+        if !self.refreshes.is_empty() || self.source_errors > 0 {
+            metric(
+                &mut o,
+                "iam_inventory_iam_events_total",
+                "counter",
+                "IAM write events read by the incremental refresh, by outcome.",
+            );
+            for (outcome, n) in &self.iam_events {
+                let _ = writeln!(
+                    o,
+                    "iam_inventory_iam_events_total{{outcome=\"{}\"}} {n}",
+                    esc(outcome)
+                );
+            }
+            metric(
+                &mut o,
+                "iam_inventory_refreshes_total",
+                "counter",
+                "Incremental refreshes, by status.",
+            );
+            for (status, n) in &self.refreshes {
+                let _ = writeln!(
+                    o,
+                    "iam_inventory_refreshes_total{{status=\"{status}\"}} {n}"
+                );
+            }
+            metric(
+                &mut o,
+                "iam_inventory_users_refreshed_total",
+                "counter",
+                "Users read again because IAM events named them.",
+            );
+            let _ = writeln!(
+                o,
+                "iam_inventory_users_refreshed_total {}",
+                self.users_refreshed
+            );
+            metric(
+                &mut o,
+                "iam_inventory_events_source_errors_total",
+                "counter",
+                "Failed reads of the events source, or refreshes that could not be stored.",
+            );
+            let _ = writeln!(
+                o,
+                "iam_inventory_events_source_errors_total {}",
+                self.source_errors
+            );
+            metric(
+                &mut o,
+                "iam_inventory_refresh_lag_seconds",
+                "summary",
+                "From the oldest event of a refresh (CloudTrail's eventTime) to its changes delivered.",
+            );
+            let _ = writeln!(o, "iam_inventory_refresh_lag_seconds_sum {}", self.lag_sum);
+            let _ = writeln!(
+                o,
+                "iam_inventory_refresh_lag_seconds_count {}",
+                self.lag_count
+            );
+            if let Some(last) = self.lag_last {
+                metric(
+                    &mut o,
+                    "iam_inventory_last_refresh_lag_seconds",
+                    "gauge",
+                    "Lag of the last refresh: oldest event time to delivered.",
+                );
+                let _ = writeln!(o, "iam_inventory_last_refresh_lag_seconds {last}");
+            }
         }
         o
     }

@@ -488,15 +488,17 @@ pub fn write_account(
             path_prefix: &acc.provenance.path_prefix,
             collected_ms,
             dry_run,
+            only_users: None,
+            actor: None,
         },
         records,
     )
 }
 
 /// One account's collection: its result, its call counts, and how long it took (ms).
-type Collected = (Result<AccountUsers, AccountError>, CallStats, i64);
+pub(crate) type Collected = (Result<AccountUsers, AccountError>, CallStats, i64);
 /// A connected account, its call counter, and how long connecting took (ms).
-type Ready = (ConnectedAccount, CallCounter, i64);
+pub(crate) type Ready = (ConnectedAccount, CallCounter, i64);
 
 /// Aborts the task when dropped, so an early return (a store error) stops its AWS calls too.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -508,7 +510,7 @@ impl Drop for AbortOnDrop {
 }
 
 /// Connects every target (identity, AssumeRole), `concurrency` at a time, keeping config order.
-async fn connect_all(
+pub(crate) async fn connect_all(
     base: &SdkConfig,
     targets: Vec<AccountTarget>,
     concurrency: usize,
@@ -530,7 +532,7 @@ async fn connect_all(
 
 /// Splits connections into accounts to collect and failures to report. An account reached a second
 /// time is dropped with a warning, and so is a failed target whose account another target reached.
-fn dedupe(
+pub(crate) fn dedupe(
     connected: Vec<(Result<ConnectedAccount, AccountError>, CallCounter, i64)>,
 ) -> (Vec<Ready>, Vec<Collected>) {
     let reached: std::collections::HashSet<String> = connected
@@ -722,6 +724,7 @@ async fn collect_connected(
             credential_types: &c.credential_types,
             root_user: c.root_user,
             concurrency: c.user_concurrency,
+            known_boundaries: None,
         };
         let (users, vanished_later, root) =
             extras.complete(users, from_bulk).await.map_err(fail)?;

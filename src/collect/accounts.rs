@@ -163,6 +163,9 @@ pub struct ConnectedAccount {
     pub partition: String,
     pub role_arn: Option<String>,
     pub counter: CallCounter,
+    /// The SDK configuration with this account's credentials (the role's, refreshed), for the
+    /// other services read in it (CloudTrail LookupEvents for `[events_source]`).
+    pub sdk: SdkConfig,
 }
 
 /// Establishes the account's identity. For a role this calls AssumeRole once up front, so a denied
@@ -221,6 +224,7 @@ pub async fn connect(
                 partition: arn_partition,
                 role_arn: None,
                 counter,
+                sdk: base.clone(),
             })
         }
         Some(role) => {
@@ -264,8 +268,11 @@ pub async fn connect(
                 first: std::sync::Mutex::new(out.credentials().map(seed_credentials)),
                 refresh: provider.build().await,
             };
-            let iam_conf = aws_sdk_iam::config::Builder::from(base)
+            let sdk = base
+                .to_builder()
                 .credentials_provider(SharedCredentialsProvider::new(provider))
+                .build();
+            let iam_conf = aws_sdk_iam::config::Builder::from(&sdk)
                 .interceptor(counter.clone())
                 .retry_partition(partition(target))
                 .build();
@@ -275,6 +282,7 @@ pub async fn connect(
                 partition: role.arn.split(':').nth(1).unwrap_or("aws").to_string(),
                 role_arn: Some(role.arn.clone()),
                 counter,
+                sdk,
             })
         }
     }

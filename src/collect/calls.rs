@@ -1,4 +1,4 @@
-//! Counts IAM/STS calls (every attempt, retries included) and throttled answers, per operation.
+//! Counts AWS calls (IAM, STS, and CloudTrail/SQS for `[events_source]`) (every attempt, retries included) and throttled answers, per operation.
 //! Installed as an SDK interceptor on every client of an account, so the figures are what AWS saw.
 
 use std::collections::BTreeMap;
@@ -23,6 +23,21 @@ impl CallStats {
     }
     pub fn total_throttles(&self) -> u64 {
         self.throttles.values().sum()
+    }
+    /// What happened after `before` (a snapshot of the same counter).
+    pub fn since(&self, before: &CallStats) -> CallStats {
+        let diff = |now: &BTreeMap<String, u64>, then: &BTreeMap<String, u64>| {
+            now.iter()
+                .filter_map(|(k, v)| {
+                    let d = v - then.get(k).copied().unwrap_or(0).min(*v);
+                    (d > 0).then(|| (k.clone(), d))
+                })
+                .collect()
+        };
+        CallStats {
+            attempts: diff(&self.attempts, &before.attempts),
+            throttles: diff(&self.throttles, &before.throttles),
+        }
     }
     pub fn merge(&mut self, other: &CallStats) {
         for (k, v) in &other.attempts {
@@ -69,6 +84,8 @@ impl Intercept for CallCounter {
                     && r.body().bytes().is_some_and(|b| {
                         contains(b, b"<Code>Throttling</Code>")
                             || contains(b, b"<Code>RequestLimitExceeded</Code>")
+                            // JSON protocols (CloudTrail, SQS): `"__type":"ThrottlingException"`.
+                            || contains(b, b"ThrottlingException")
                     }))
         });
         if let Ok(mut stats) = self.inner.lock() {

@@ -31,6 +31,16 @@ pub async fn enrich_all(
 /// its NoSuchEntity means "no console password", but it is also what a just-deleted user returns;
 /// the calls after it then answer NoSuchEntity too, which tells the two apart.
 pub async fn enrich_user(iam: &Client, user: User) -> Result<Option<IamUser>, CollectError> {
+    enrich_user_with(iam, user, None).await
+}
+
+/// [`enrich_user`] with the tags already known (GetUser answers them; ListUsers does not), which
+/// saves ListUserTags.
+pub async fn enrich_user_with(
+    iam: &Client,
+    user: User,
+    known_tags: Option<Vec<Tag>>,
+) -> Result<Option<IamUser>, CollectError> {
     let name = user.user_name().to_string();
     let vanished = |e: CollectError| -> Result<Option<IamUser>, CollectError> {
         if e.is_no_such_entity() {
@@ -61,9 +71,12 @@ pub async fn enrich_user(iam: &Client, user: User) -> Result<Option<IamUser>, Co
         Ok(m) => m,
         Err(e) => return vanished(e),
     };
-    let tags = match list_user_tags(iam, &name).await {
-        Ok(t) => t,
-        Err(e) => return vanished(e),
+    let tags = match known_tags {
+        Some(t) => t,
+        None => match list_user_tags(iam, &name).await {
+            Ok(t) => t,
+            Err(e) => return vanished(e),
+        },
     };
     let groups = match list_groups_for_user(iam, &name).await {
         Ok(g) => g,

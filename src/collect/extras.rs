@@ -28,6 +28,7 @@ pub struct FromBulk {
     pub report_stale: bool,
 }
 
+#[derive(Clone, Copy)]
 pub struct Extras<'a> {
     pub iam: &'a Client,
     /// `arn:<partition>:iam::<account>:root` is built from these.
@@ -36,6 +37,9 @@ pub struct Extras<'a> {
     pub credential_types: &'a [CredentialKind],
     pub root_user: bool,
     pub concurrency: usize,
+    /// Boundaries GetUser already answered, by ARN (an incremental refresh reads each user with
+    /// GetUser): those users' boundaries are not asked again.
+    pub known_boundaries: Option<&'a HashMap<String, Option<permissions::PolicyRef>>>,
 }
 
 impl Extras<'_> {
@@ -64,10 +68,13 @@ impl Extras<'_> {
         let with_own: Vec<Option<(IamUser, OwnPolicies)>> = futures::stream::iter(users)
             .map(|u| {
                 let known = own.get(&u.arn).cloned();
+                let boundary = self.known_boundaries.and_then(|b| b.get(&u.arn).cloned());
                 async move {
                     let policies = match known {
                         Some(p) => p,
-                        None => match permissions::user_policies(self.iam, &u.user_name).await {
+                        None => match permissions::user_policies(self.iam, &u.user_name, boundary)
+                            .await
+                        {
                             Ok(p) => p,
                             Err(e) if e.is_no_such_entity() => return Ok(None),
                             Err(e) => return Err(e),

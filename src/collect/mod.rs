@@ -11,10 +11,12 @@ pub mod calls;
 pub mod credentials;
 pub mod enrich;
 pub mod error;
+pub mod events;
 pub mod extras;
 pub mod permissions;
 pub mod probe;
 pub mod report;
+pub mod single;
 pub mod users;
 
 pub use accounts::{AccountTarget, build_base_config, resolve_accounts};

@@ -207,9 +207,12 @@ fn policy_ref(name: Option<&str>, arn: Option<&str>) -> PolicyRef {
 }
 
 /// A user's own managed policies, inline policies (with documents) and boundary (per-user calls).
+/// `known_boundary`: the boundary GetUser already answered (an incremental refresh), which saves
+/// asking again.
 pub async fn user_policies(
     iam: &Client,
     user: &str,
+    known_boundary: Option<Option<PolicyRef>>,
 ) -> Result<(Vec<PolicyRef>, Vec<(String, String)>, Option<PolicyRef>), CollectError> {
     let attached: Vec<PolicyRef> = iam
         .list_attached_user_policies()
@@ -249,20 +252,28 @@ pub async fn user_policies(
             Err(e) => return Err(e),
         }
     }
-    let boundary = iam
-        .get_user()
-        .user_name(user)
-        .send()
-        .await
-        .map_err(|e| CollectError::from_sdk("iam:GetUser", e))?
-        .user()
-        .and_then(|u| u.permissions_boundary())
+    let boundary = match known_boundary {
+        Some(b) => b,
+        None => iam
+            .get_user()
+            .user_name(user)
+            .send()
+            .await
+            .map_err(|e| CollectError::from_sdk("iam:GetUser", e))?
+            .user()
+            .and_then(boundary_of),
+    };
+    Ok((attached, inline, boundary))
+}
+
+/// The user's permissions boundary, as GetUser answers it (ListUsers does not).
+pub fn boundary_of(user: &aws_sdk_iam::types::User) -> Option<PolicyRef> {
+    user.permissions_boundary()
         .and_then(|b| b.permissions_boundary_arn())
         .map(|arn| PolicyRef {
             name: arn.rsplit('/').next().unwrap_or(arn).to_string(),
             arn: Some(arn.to_string()),
-        });
-    Ok((attached, inline, boundary))
+        })
 }
 
 /// One group's policies (per-user strategy; called once per group per sync).

@@ -4,12 +4,14 @@
 //! Every error a user can hit is one line that names the file and the key (`sinks[0].mode: …`).
 //! Validation is pure: nothing here talks to AWS, opens the store or binds a port.
 //!
-//! One file per section: `aws`, `collect`, `store`, `schedule` (with `[server]`), `sinks`;
+//! One file per section: `aws`, `collect`, `store`, `schedule` (with `[server]`), `sinks`,
+//! `events_source`;
 //! `secret` wraps what must never be shown; `env` applies environment overrides.
 
 mod aws;
 mod collect;
 mod env;
+mod events_source;
 mod schedule;
 mod secret;
 mod sinks;
@@ -21,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 pub use aws::{AwsConfig, OrganizationConfig, PARTITIONS, RetryMode, RoleConfig};
 pub use collect::{CollectConfig, CredentialKind, Strategy};
+pub use events_source::{EventsSourceConfig, EventsSourceType};
 pub use schedule::{ScheduleConfig, ServerConfig};
 pub use secret::{Secret, SinkUrl, redact_url};
 pub use sinks::{Compression, EventStream, OnDelete, SinkConfig, SinkFormat, SinkMode, SinkType};
@@ -58,6 +61,10 @@ pub struct Config {
     /// Where changed records go. None at all: NDJSON on stdout.
     #[serde(default)]
     pub sinks: Vec<SinkConfig>,
+    /// Incremental refresh between full syncs (`run` only): IAM write events from SQS or
+    /// CloudTrail name the users to refresh.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events_source: Option<EventsSourceConfig>,
 }
 
 impl Config {
@@ -113,6 +120,9 @@ impl Config {
         self.store.validate()?;
         self.server.validate()?;
         self.schedule.validate()?;
+        if let Some(e) = &self.events_source {
+            e.validate()?;
+        }
         sinks::validate_sinks(&self.sinks)
     }
 

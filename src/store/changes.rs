@@ -23,6 +23,9 @@ pub struct ChangeRow {
     /// The user's record at the change (without `time`): the new one, or for a deletion or
     /// retirement the last known one. Read from the log only when asked for (events).
     pub record: Option<Value>,
+    /// Who made the change, when CloudTrail told (an incremental refresh); `None` for what a
+    /// full sync found.
+    pub actor: Option<crate::collect::events::Actor>,
 }
 
 impl ChangeRow {
@@ -36,6 +39,7 @@ impl ChangeRow {
             kind: self.kind,
             fields: &self.fields,
             record: self.record.as_ref(),
+            actor: self.actor.as_ref(),
         }
     }
 
@@ -56,13 +60,16 @@ pub struct ChangeFilter {
     pub with_records: bool,
 }
 
-const COLUMNS: &str = "id, run_id, at, account_id, uid, user_name, kind, fields";
+const COLUMNS: &str = "id, run_id, at, account_id, uid, user_name, kind, fields, actor";
 
 fn row(r: &rusqlite::Row<'_>, with_record: bool) -> rusqlite::Result<ChangeRow> {
     let kind: String = r.get(6)?;
     let fields: String = r.get(7)?;
+    let actor = r
+        .get::<_, Option<String>>(8)?
+        .and_then(|t| serde_json::from_str(&t).ok());
     let record = if with_record {
-        r.get::<_, Option<String>>(8)?
+        r.get::<_, Option<String>>(9)?
             .and_then(|t| serde_json::from_str(&t).ok())
     } else {
         None
@@ -77,6 +84,7 @@ fn row(r: &rusqlite::Row<'_>, with_record: bool) -> rusqlite::Result<ChangeRow> 
         kind: ChangeKind::parse(&kind),
         fields: serde_json::from_str(&fields).unwrap_or_default(),
         record,
+        actor,
     })
 }
 

@@ -6,6 +6,7 @@
 pub mod acks;
 pub mod changes;
 pub mod diff;
+pub mod event_source;
 pub mod lock;
 pub mod snapshot;
 
@@ -37,6 +38,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0005_sink_deletes",
         include_str!("../../migrations/0005_sink_deletes.sql"),
+    ),
+    (
+        "0006_incremental_refresh",
+        include_str!("../../migrations/0006_incremental_refresh.sql"),
     ),
 ];
 
@@ -194,12 +199,21 @@ impl Store {
         ))
     }
 
-    /// Starts a run; returns its id.
+    /// Starts a run (a full sync); returns its id.
     pub fn begin_run(&self, started_ms: i64) -> Result<i64> {
+        self.begin(started_ms, "sync")
+    }
+
+    /// Starts an incremental refresh (users named by IAM events); returns its run id.
+    pub fn begin_refresh(&self, started_ms: i64) -> Result<i64> {
+        self.begin(started_ms, "refresh")
+    }
+
+    fn begin(&self, started_ms: i64, kind: &str) -> Result<i64> {
         let conn = self.lock();
         conn.execute(
-            "INSERT INTO runs (started_at, status, pid, host) VALUES (?1, 'running', ?2, ?3)",
-            params![started_ms, i64::from(std::process::id()), hostname()],
+            "INSERT INTO runs (started_at, status, pid, host, kind) VALUES (?1, 'running', ?2, ?3, ?4)",
+            params![started_ms, i64::from(std::process::id()), hostname(), kind],
         )
         .map_err(|e| self.sql_err("cannot record the run", e))?;
         Ok(conn.last_insert_rowid())

@@ -75,6 +75,13 @@ pub struct AccountWrite<'a> {
     pub collected_ms: i64,
     /// Roll the transaction back instead of committing (`sync --dry-run`).
     pub dry_run: bool,
+    /// `None`: the whole account was collected (users not seen are gone or retired). `Some`: only
+    /// these user names were (an incremental refresh); of the account's other users nothing is
+    /// known, and a listed name whose record is missing or has another ARN (renamed, moved) is
+    /// gone.
+    pub only_users: Option<&'a [String]>,
+    /// Who made these changes (an [`crate::collect::events::Actor`] as JSON), when CloudTrail said.
+    pub actor: Option<&'a str>,
 }
 
 impl Store {
@@ -134,10 +141,12 @@ impl Store {
                 .map_err(e("cannot write the snapshot"))?;
             let mut log = tx
                 .prepare_cached(
-                    "INSERT INTO changes (run_id, at, account_id, uid, user_name, kind, fields, record)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    "INSERT INTO changes (run_id, at, account_id, uid, user_name, kind, fields, record, actor)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 )
                 .map_err(e("cannot write the change log"))?;
+            let actor: Option<crate::collect::events::Actor> =
+                w.actor.and_then(|a| serde_json::from_str(a).ok());
 
             // `record`: the user's record at this change (the new one; for a deletion the last
             // known one), kept in the log so events can carry it.
@@ -160,7 +169,8 @@ impl Store {
                         user_name,
                         kind.as_str(),
                         fields_json,
-                        record
+                        record,
+                        w.actor
                     ])
                     .map_err(e("cannot write the change log"))?;
                     id = Some(tx.last_insert_rowid());
@@ -178,6 +188,7 @@ impl Store {
                     user_name: user_name.to_string(),
                     kind,
                     fields,
+                    actor: actor.clone(),
                 });
                 Ok(())
             };
@@ -281,16 +292,23 @@ impl Store {
 
             // Users of this account that this collection did not see: under the prefix they are
             // gone from IAM (deleted); outside it they were not asked about (a narrower
-            // path_prefix) and are retired from the snapshot, never reported as deleted.
+            // path_prefix) and are retired from the snapshot, never reported as deleted. A refresh
+            // asked only about some names: only their rows can be unseen.
+            let names = w
+                .only_users
+                .map(|n| serde_json::to_string(n).unwrap_or_else(|_| "[]".into()));
             let unseen: Vec<(String, String, bool)> = {
                 let mut stmt = tx
                     .prepare_cached(
                         "SELECT uid, user_name, substr(path, 1, length(?2)) = ?2 FROM snapshot
-                         WHERE account_id = ?1 ORDER BY uid",
+                         WHERE account_id = ?1
+                           AND (?3 IS NULL OR (user_name IN (SELECT value FROM json_each(?3))
+                                                AND uid NOT LIKE '%:root'))
+                         ORDER BY uid",
                     )
                     .map_err(e("cannot read the snapshot"))?;
                 let rows = stmt
-                    .query_map(params![w.account_id, w.path_prefix], |r| {
+                    .query_map(params![w.account_id, w.path_prefix, names], |r| {
                         Ok((r.get(0)?, r.get(1)?, r.get(2)?))
                     })
                     .map_err(e("cannot read the snapshot"))?;
@@ -432,6 +450,7 @@ impl Store {
                 user_name,
                 kind: ChangeKind::Retired,
                 fields: Vec::new(),
+                actor: None,
             });
         }
         if dry_run {
@@ -465,6 +484,8 @@ mod tests {
             path_prefix: "/",
             collected_ms: 1_700_000_000_000 + run_id,
             dry_run: false,
+            only_users: None,
+            actor: None,
         };
         store
             .apply_account(&w, [PreparedRecord::from_record(rec)])

@@ -24,6 +24,7 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use super::change::{ChangeKind, FieldChange};
+use crate::collect::events::Actor;
 
 /// One change-log row, as the event builder needs it.
 #[derive(Debug, Clone, Copy)]
@@ -37,6 +38,8 @@ pub struct Change<'a> {
     /// The user's record at that change: the new one, or for a deletion the last known one
     /// (`None` for change rows written before records were kept).
     pub record: Option<&'a Value>,
+    /// Who made the change, when CloudTrail told (an incremental refresh).
+    pub actor: Option<&'a Actor>,
 }
 
 /// What one event is about.
@@ -530,7 +533,70 @@ fn event(c: &Change<'_>, mut a: Activity) -> Value {
     if let Some(p) = policy {
         event["policies"] = json!([p]);
     }
+    if let Some(actor) = c.actor {
+        event["actor"] = actor_object(actor);
+        // The IAM call CloudTrail recorded (its event id is the request's uid).
+        event["api"] = json!({
+            "operation": actor.event_name,
+            "service": {"name": "iam.amazonaws.com"},
+            "request": {"uid": actor.event_id},
+        });
+        if let Some(m) = event["message"].as_str() {
+            event["message"] = json!(format!("{m}, by {}", actor.label()));
+        }
+        // A burst refreshed once: every IAM call it covered, the credited (latest) one last.
+        if !actor.coalesced.is_empty() {
+            let mut calls = actor.coalesced.clone();
+            calls.push(actor.event_name.clone());
+            event["unmapped"]["cloudtrail_events"] = json!(calls);
+        }
+    }
     event
+}
+
+/// OCSF `actor` from CloudTrail's `userIdentity`: `user.uid` = the identity's ARN,
+/// `user.credential_uid` = the access key it signed with.
+fn actor_object(a: &Actor) -> Value {
+    // OCSF user types: 1 User, 2 Admin, 4 Service, 99 Other (CloudTrail's type kept in `type`).
+    let (type_id, type_name) = match a.kind.as_deref() {
+        Some("IAMUser") => (1, "User".to_string()),
+        Some("Root") => (2, "Admin".to_string()),
+        Some("AWSService") => (4, "Service".to_string()),
+        Some(other) => (99, other.to_string()),
+        None => (0, "Unknown".to_string()),
+    };
+    let mut user = Map::new();
+    user.insert("type_id".into(), json!(type_id));
+    user.insert("type".into(), json!(type_name));
+    if let Some(arn) = a.arn.as_ref().or(a.principal_id.as_ref()) {
+        user.insert("uid".into(), json!(arn));
+    }
+    if let Some(name) = &a.name {
+        user.insert("name".into(), json!(name));
+    }
+    // OCSF 1.6 deprecates `user.credential_uid`: the key is a programmatic credential of the
+    // actor, and the credential its session signed with.
+    if let Some(key) = &a.access_key_id {
+        user.insert(
+            "programmatic_credentials".into(),
+            json!([{"uid": key, "type": "AWS Access Key"}]),
+        );
+    }
+    if let Some(account) = &a.account_id {
+        user.insert(
+            "account".into(),
+            json!({"uid": account, "type_id": 10, "type": "AWS Account"}),
+        );
+    }
+    let mut actor = Map::new();
+    actor.insert("user".into(), Value::Object(user));
+    if let Some(key) = &a.access_key_id {
+        actor.insert("session".into(), json!({"credential_uid": key}));
+    }
+    if let Some(by) = &a.invoked_by {
+        actor.insert("app_name".into(), json!(by));
+    }
+    Value::Object(actor)
 }
 
 #[cfg(test)]
@@ -550,6 +616,7 @@ mod tests {
             kind,
             fields,
             record,
+            actor: None,
         }
     }
 

@@ -19,7 +19,7 @@ fn parse_prometheus(text: &str) -> BTreeMap<String, f64> {
             let mut parts = rest.split(' ');
             let name = parts.next().unwrap();
             let kind = parts.next().unwrap();
-            assert!(["counter", "gauge"].contains(&kind), "{line}");
+            assert!(["counter", "gauge", "summary"].contains(&kind), "{line}");
             typed.insert(name.to_string());
             continue;
         }
@@ -35,7 +35,13 @@ fn parse_prometheus(text: &str) -> BTreeMap<String, f64> {
                 .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
             "bad metric name in {line:?}"
         );
-        assert!(typed.contains(name), "{name} has no # TYPE before it");
+        // A summary's samples are `<name>_sum` and `<name>_count`.
+        let family = [name.strip_suffix("_sum"), name.strip_suffix("_count")]
+            .into_iter()
+            .flatten()
+            .find(|f| typed.contains(*f))
+            .unwrap_or(name);
+        assert!(typed.contains(family), "{name} has no # TYPE before it");
         if let Some(labels) = series.strip_prefix(name).filter(|l| !l.is_empty()) {
             assert!(labels.starts_with('{') && labels.ends_with('}'), "{line}");
             for pair in labels[1..labels.len() - 1].split(',') {
@@ -55,7 +61,7 @@ fn parse_prometheus(text: &str) -> BTreeMap<String, f64> {
     samples
 }
 
-async fn get(url: &str) -> (u16, String) {
+pub(crate) async fn get(url: &str) -> (u16, String) {
     match reqwest::get(url).await {
         Ok(r) => {
             let s = r.status().as_u16();
@@ -65,7 +71,7 @@ async fn get(url: &str) -> (u16, String) {
     }
 }
 
-async fn wait_until<F: std::future::Future<Output = bool>>(
+pub(crate) async fn wait_until<F: std::future::Future<Output = bool>>(
     limit: Duration,
     mut f: impl FnMut() -> F,
 ) -> bool {
@@ -79,7 +85,7 @@ async fn wait_until<F: std::future::Future<Output = bool>>(
     false
 }
 
-fn sigterm(pid: u32) {
+pub(crate) fn sigterm(pid: u32) {
     let ok = std::process::Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status()

@@ -13,6 +13,7 @@ mod fixtures;
 mod hardening;
 mod paging;
 mod permissions;
+mod refresh;
 mod siem;
 mod sinks;
 mod store;

@@ -227,3 +227,126 @@ pub async fn add_mfa_named(iam: &aws_sdk_iam::Client, user: &str, device: &str) 
         .expect("enable mfa");
     serial
 }
+
+impl Moto {
+    /// An SQS client in the caller's account (moto serves SQS on the same endpoint).
+    pub async fn sqs(&self) -> aws_sdk_sqs::Client {
+        aws_sdk_sqs::Client::new(&self.sdk_config().await)
+    }
+}
+
+/// Creates a queue with a dead-letter queue that takes a message after `max_receives` receipts,
+/// and a visibility timeout of `visibility_secs`, as deploy/iam-events-queue.yaml does. Returns
+/// (queue URL, DLQ URL).
+pub async fn events_queue(
+    sqs: &aws_sdk_sqs::Client,
+    name: &str,
+    max_receives: u32,
+    visibility_secs: u32,
+) -> (String, String) {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    let dlq = sqs
+        .create_queue()
+        .queue_name(format!("{name}-dlq"))
+        .send()
+        .await
+        .expect("create DLQ");
+    let dlq_url = dlq.queue_url().unwrap().to_string();
+    let dlq_arn = sqs
+        .get_queue_attributes()
+        .queue_url(&dlq_url)
+        .attribute_names(A::QueueArn)
+        .send()
+        .await
+        .expect("DLQ arn")
+        .attributes()
+        .and_then(|a| a.get(&A::QueueArn).cloned())
+        .unwrap();
+    let q = sqs
+        .create_queue()
+        .queue_name(name)
+        .attributes(A::VisibilityTimeout, visibility_secs.to_string())
+        .attributes(
+            A::RedrivePolicy,
+            format!(
+                "{{\"deadLetterTargetArn\":\"{dlq_arn}\",\"maxReceiveCount\":\"{max_receives}\"}}"
+            ),
+        )
+        .send()
+        .await
+        .expect("create queue");
+    (q.queue_url().unwrap().to_string(), dlq_url)
+}
+
+/// Messages in a queue, visible or in flight.
+pub async fn queue_depth(sqs: &aws_sdk_sqs::Client, url: &str) -> u64 {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    let out = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(A::ApproximateNumberOfMessages)
+        .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .expect("queue attributes");
+    let a = out.attributes().cloned().unwrap_or_default();
+    let n = |k: A| a.get(&k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    n(A::ApproximateNumberOfMessages) + n(A::ApproximateNumberOfMessagesNotVisible)
+}
+
+/// A CloudTrail record of an IAM call, as CloudTrail writes it (and EventBridge carries it in
+/// `detail`): made by the assumed role `Admin`, session `jane`.
+pub fn trail_record(
+    account: &str,
+    event_name: &str,
+    event_id: &str,
+    time: &str,
+    params: serde_json::Value,
+) -> serde_json::Value {
+    serde_json::json!({
+        "eventVersion": "1.08",
+        "userIdentity": {
+            "type": "AssumedRole",
+            "principalId": "AROAEXAMPLEADMIN:jane",
+            "arn": format!("arn:aws:sts::{account}:assumed-role/Admin/jane"),
+            "accountId": account,
+            "accessKeyId": "ASIAEXAMPLEJANE00001",
+            "sessionContext": {
+                "sessionIssuer": {"type": "Role", "principalId": "AROAEXAMPLEADMIN",
+                    "arn": format!("arn:aws:iam::{account}:role/Admin"), "accountId": account, "userName": "Admin"},
+                "attributes": {"creationDate": time, "mfaAuthenticated": "true"}
+            }
+        },
+        "eventTime": time,
+        "eventSource": "iam.amazonaws.com",
+        "eventName": event_name,
+        "awsRegion": "us-east-1",
+        "sourceIPAddress": "203.0.113.7",
+        "userAgent": "aws-cli/2.15.0",
+        "requestParameters": params,
+        "responseElements": null,
+        "requestID": format!("req-{event_id}"),
+        "eventID": event_id,
+        "readOnly": false,
+        "eventType": "AwsApiCall",
+        "managementEvent": true,
+        "recipientAccountId": account,
+        "eventCategory": "Management"
+    })
+}
+
+/// The EventBridge event an `aws.iam` rule puts on the queue for that record.
+pub fn eventbridge_message(record: &serde_json::Value) -> String {
+    serde_json::json!({
+        "version": "0",
+        "id": format!("eb-{}", record["eventID"].as_str().unwrap_or("x")),
+        "detail-type": "AWS API Call via CloudTrail",
+        "source": "aws.iam",
+        "account": record["recipientAccountId"],
+        "time": record["eventTime"],
+        "region": "us-east-1",
+        "resources": [],
+        "detail": record
+    })
+    .to_string()
+}
