@@ -55,7 +55,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             }
             let sinks = config.effective_sinks();
             let (aws, sinks) = tokio::join!(
-                crate::collect::probe::probe_aws(&config.aws),
+                crate::collect::probe::probe_aws(&config.aws, config.events_source.as_ref()),
                 crate::deliver::probe::probe_sinks(&sinks)
             );
             let mut failed = 0;

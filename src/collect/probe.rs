@@ -4,12 +4,36 @@
 use super::accounts::{self, AccountTarget};
 use super::calls::CallCounter;
 use super::{CollectError, build_base_config, resolve_accounts};
-use crate::config::AwsConfig;
+use crate::config::{AwsConfig, EventsSourceConfig, EventsSourceType};
 
-/// `(target, Ok(what was found) | Err(what is wrong))`, in config order.
-pub async fn probe_aws(aws: &AwsConfig) -> Vec<(String, Result<String, String>)> {
+/// `(target, Ok(what was found) | Err(what is wrong))`, in config order. With an events source,
+/// its queue (sqs) or LookupEvents through every target (cloudtrail) too.
+pub async fn probe_aws(
+    aws: &AwsConfig,
+    events: Option<&EventsSourceConfig>,
+) -> Vec<(String, Result<String, String>)> {
     let base = build_base_config(aws).await;
     let mut out = Vec::new();
+    if let Some(e) = events.filter(|e| e.kind == EventsSourceType::Sqs) {
+        let url = e.queue_url.clone().unwrap_or_default();
+        let queue = super::events::sqs::Queue::new(
+            &base,
+            &url,
+            &e.effective_region(),
+            CallCounter::default(),
+        );
+        out.push((
+            format!("events_source sqs {url}"),
+            queue
+                .probe()
+                .await
+                .map(|n| format!("sqs:GetQueueAttributes allowed, {n} messages waiting"))
+                .map_err(|e| e.message),
+        ));
+    }
+    let trail_region = events
+        .filter(|e| e.kind == EventsSourceType::Cloudtrail)
+        .map(EventsSourceConfig::effective_region);
     if let Some(org) = &aws.organization {
         let found = accounts::discover_organization(&base, org, CallCounter::default()).await;
         out.push((
@@ -30,7 +54,10 @@ pub async fn probe_aws(aws: &AwsConfig) -> Vec<(String, Result<String, String>)>
             Some(r) => format!("aws role {}", r.arn),
             None => "aws caller".to_string(),
         };
-        out.push((label, probe_target(&base, &target).await));
+        out.push((
+            label,
+            probe_target(&base, &target, trail_region.as_deref()).await,
+        ));
     }
     out
 }
@@ -38,6 +65,7 @@ pub async fn probe_aws(aws: &AwsConfig) -> Vec<(String, Result<String, String>)>
 async fn probe_target(
     base: &aws_config::SdkConfig,
     target: &AccountTarget,
+    trail_region: Option<&str>,
 ) -> Result<String, String> {
     let acc = accounts::connect(base, target, CallCounter::default())
         .await
@@ -49,5 +77,17 @@ async fn probe_target(
         .send()
         .await
         .map_err(|e| CollectError::from_sdk("iam:ListUsers", e).message)?;
+    if let Some(region) = trail_region {
+        // The last minute of IAM events: proves LookupEvents is allowed through this target.
+        let now = crate::clock::now_ms();
+        super::events::cloudtrail::Trail::new(&acc.sdk, region, CallCounter::default())
+            .lookup(now - 60_000, now, std::time::Duration::ZERO)
+            .await
+            .map_err(|e| e.message)?;
+        return Ok(format!(
+            "account {}, iam:ListUsers and cloudtrail:LookupEvents allowed",
+            acc.account_id
+        ));
+    }
     Ok(format!("account {}, iam:ListUsers allowed", acc.account_id))
 }

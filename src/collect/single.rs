@@ -103,38 +103,37 @@ pub async fn refresh_users(
     path_prefix: &str,
 ) -> Result<Refreshed, CollectError> {
     let iam = extras.iam;
-    let read: Vec<(String, Option<Found>)> =
-        futures::stream::iter(names.iter().cloned())
-            .map(|name| async move {
-                let got = iam
-                    .get_user()
-                    .user_name(&name)
-                    .send()
-                    .await
-                    .map_err(|e| CollectError::from_sdk("iam:GetUser", e));
-                let user = match got {
-                    Ok(out) => match out.user {
-                        Some(u) => u,
-                        None => return Ok((name, None)),
-                    },
-                    Err(e) if e.is_no_such_entity() => return Ok((name, None)),
-                    Err(e) => return Err(e),
-                };
-                let boundary = boundary_of(&user);
-                let tags: Vec<Tag> = user
-                    .tags()
-                    .iter()
-                    .map(|t| Tag {
-                        key: t.key().to_string(),
-                        value: t.value().to_string(),
-                    })
-                    .collect();
-                let enriched = enrich_user_with(iam, user, Some(tags)).await?;
-                Ok((name, enriched.map(|u| (u, boundary))))
-            })
-            .buffer_unordered(extras.concurrency.max(1))
-            .try_collect()
-            .await?;
+    let read: Vec<(String, Option<Found>)> = futures::stream::iter(names.iter().cloned())
+        .map(|name| async move {
+            let got = iam
+                .get_user()
+                .user_name(&name)
+                .send()
+                .await
+                .map_err(|e| CollectError::from_sdk("iam:GetUser", e));
+            let user = match got {
+                Ok(out) => match out.user {
+                    Some(u) => u,
+                    None => return Ok((name, None)),
+                },
+                Err(e) if e.is_no_such_entity() => return Ok((name, None)),
+                Err(e) => return Err(e),
+            };
+            let boundary = boundary_of(&user);
+            let tags: Vec<Tag> = user
+                .tags()
+                .iter()
+                .map(|t| Tag {
+                    key: t.key().to_string(),
+                    value: t.value().to_string(),
+                })
+                .collect();
+            let enriched = enrich_user_with(iam, user, Some(tags)).await?;
+            Ok((name, enriched.map(|u| (u, boundary))))
+        })
+        .buffer_unordered(extras.concurrency.max(1))
+        .try_collect()
+        .await?;
     let mut out = Refreshed::default();
     let mut found = Vec::new();
     let mut boundaries: HashMap<String, Option<PolicyRef>> = HashMap::new();

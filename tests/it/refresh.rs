@@ -315,3 +315,190 @@ async fn an_sqs_event_refreshes_one_user_and_names_who_did_it() {
         .unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+/// Starts the daemon with an SQS events source and waits for its first sync; returns the child,
+/// the metrics base URL and how many records the receiver had by then.
+async fn daemon_with_queue(
+    ws: &Workspace,
+    endpoint: &str,
+    queue: &str,
+    rx: &Receiver,
+) -> (tokio::process::Child, std::path::PathBuf, usize) {
+    let port = free_port();
+    let cfg = ws.config(&format!(
+        "{}[schedule]\ncron = \"0 0 2 1 1 *\"\nrun_on_start = true\n[server]\nlisten = \"127.0.0.1:{port}\"\n[events_source]\ntype = \"sqs\"\nqueue_url = \"{queue}\"\nwait_secs = 1\ncoalesce_ms = 200\n[[sinks]]\nname = \"siem\"\nurl = \"{}\"\nevents = [\"inventory\", \"changes\"]\n",
+        aws_section(endpoint, "/"),
+        rx.url
+    ));
+    let child = ws.command(&cfg, &["run"], &[]).spawn().unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let synced = wait_until(Duration::from_secs(60), || async {
+        let (_, text) = get(&format!("{base}/metrics")).await;
+        text.contains("iam_inventory_syncs_total{status=\"ok\"} 1")
+    })
+    .await;
+    assert!(synced, "the first sync did not finish");
+    let first = received(rx).len();
+    (child, cfg, first)
+}
+
+/// Waits until the receiver has change events after `from` for every user in `names`, and
+/// returns the events after `from`.
+async fn events_for(rx: &Receiver, from: usize, names: &[&str]) -> Vec<Value> {
+    let ok = wait_until(Duration::from_secs(30), || async {
+        let got = received(rx);
+        names.iter().all(|n| {
+            got.iter()
+                .skip(from)
+                .any(|r| r["class_uid"] == 3001 && r["user"]["name"] == *n)
+        })
+    })
+    .await;
+    let got: Vec<Value> = received(rx)
+        .into_iter()
+        .skip(from)
+        .filter(|r| r["class_uid"] == 3001)
+        .collect();
+    assert!(ok, "no events for {names:?}: {got:?}");
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_and_policy_changes_refresh_the_members_and_a_rename_is_a_delete_and_a_create() {
+    let moto = Moto::start();
+    let iam = moto.iam().await;
+    seed_standard(&iam).await;
+    let policy = iam
+        .create_policy()
+        .policy_name("deploy")
+        .policy_document(r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:GetObject","Resource":"*"}]}"#)
+        .send()
+        .await
+        .unwrap();
+    let policy_arn = policy.policy().unwrap().arn().unwrap().to_string();
+    let sqs = moto.sqs().await;
+    let (queue, _) = events_queue(&sqs, "iam-events-groups", 3, 1).await;
+    let proxy = Proxy::start(&moto.endpoint, Rules::default()).await;
+    let rx = Receiver::start().await;
+    let ws = Workspace::new();
+    let (mut child, _cfg, first) = daemon_with_queue(&ws, &proxy.endpoint, &queue, &rx).await;
+
+    // A policy attached to a group: its members (bob, carol) change, alice does not.
+    iam.attach_group_policy()
+        .group_name("developers")
+        .policy_arn(&policy_arn)
+        .send()
+        .await
+        .unwrap();
+    let before = proxy.calls();
+    send(
+        &sqs,
+        &queue,
+        eventbridge_message(&trail_record(
+            CALLER_ACCOUNT,
+            "AttachGroupPolicy",
+            "e-g1",
+            &now_rfc3339(),
+            json!({"groupName": "developers", "policyArn": policy_arn}),
+        )),
+    )
+    .await;
+    let got = events_for(&rx, first, &["bob", "carol"]).await;
+    let mut users: Vec<&str> = got
+        .iter()
+        .map(|e| e["user"]["name"].as_str().unwrap())
+        .collect();
+    users.sort();
+    users.dedup();
+    assert_eq!(users, ["bob", "carol"], "{got:?}");
+    for e in &got {
+        assert_valid(e);
+        assert_eq!(e["activity_id"], 7, "Attach Policy: {e}");
+        assert_eq!(e["policies"][0]["name"], "deploy", "{e}");
+        assert_eq!(e["api"]["operation"], "AttachGroupPolicy");
+    }
+    let calls = proxy.calls();
+    let delta =
+        |op: &str| calls.get(op).copied().unwrap_or(0) - before.get(op).copied().unwrap_or(0);
+    assert_eq!(delta("GetGroup"), 1, "{calls:?}");
+    assert_eq!(delta("GetUser"), 2, "two members: {calls:?}");
+    assert_eq!(delta("ListUsers"), 0, "{calls:?}");
+
+    // The policy's new default version allows everything: every user it reaches (through the
+    // group) becomes an administrator.
+    iam.create_policy_version()
+        .policy_arn(&policy_arn)
+        .policy_document(r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}"#)
+        .set_as_default(true)
+        .send()
+        .await
+        .unwrap();
+    let seen = received(&rx).len();
+    send(
+        &sqs,
+        &queue,
+        eventbridge_message(&trail_record(
+            CALLER_ACCOUNT,
+            "CreatePolicyVersion",
+            "e-p1",
+            &now_rfc3339(),
+            json!({"policyArn": policy_arn, "setAsDefault": true}),
+        )),
+    )
+    .await;
+    let got = events_for(&rx, seen, &["bob", "carol"]).await;
+    for n in ["bob", "carol"] {
+        assert!(
+            got.iter()
+                .any(|e| e["user"]["name"] == n
+                    && e["activity_name"] == "Administrator Access Granted"),
+            "{n}: {got:?}"
+        );
+    }
+
+    // A rename gives the user a new ARN: the old one is deleted, the new one created.
+    iam.update_user()
+        .user_name("ci-deploy")
+        .new_user_name("ci-release")
+        .send()
+        .await
+        .unwrap();
+    let seen = received(&rx).len();
+    send(
+        &sqs,
+        &queue,
+        eventbridge_message(&trail_record(
+            CALLER_ACCOUNT,
+            "UpdateUser",
+            "e-u1",
+            &now_rfc3339(),
+            json!({"userName": "ci-deploy", "newUserName": "ci-release"}),
+        )),
+    )
+    .await;
+    let got = events_for(&rx, seen, &["ci-deploy", "ci-release"]).await;
+    let kinds: Vec<(String, String)> = got
+        .iter()
+        .map(|e| {
+            (
+                e["user"]["name"].as_str().unwrap().to_string(),
+                e["activity_name"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert!(
+        kinds.contains(&("ci-deploy".into(), "Delete".into())),
+        "{kinds:?}"
+    );
+    assert!(
+        kinds.contains(&("ci-release".into(), "Create".into())),
+        "{kinds:?}"
+    );
+
+    crate::daemon::sigterm(child.id().unwrap());
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
