@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Checks the packaging and deployment files (Dockerfile, deploy/) against the code, without Docker, AWS or
 # a Kubernetes cluster:
-#   - the IAM policies grant exactly the AWS calls the code makes (every "iam:X" / "sts:X" label in src/),
-#   - every JSON / YAML file parses; the CloudFormation template passes cfn-lint,
+#   - the IAM policies grant exactly the AWS calls the code makes (every "iam:X" / "sts:X" / "cloudtrail:X" /
+#     "sqs:X" label in src/), read-only but for two named writes; SQS only on the events queue, in the
+#     caller's policy only; cloudtrail:LookupEvents in the caller's policy and the reader role alike,
+#   - the IAM events queue template (deploy/iam-events-queue.yaml) matches the code: the events the daemon
+#     handles, the queue name the policy names, us-east-1, encryption, retention, dead-letter queue,
+#   - every JSON / YAML file parses; the CloudFormation templates pass cfn-lint,
 #   - the Kubernetes manifests have the expected kinds and wiring, probes on /healthz,
 #   - the systemd units pass `systemd-analyze verify`,
 #   - the Dockerfile builds with `cargo build --release --locked`, runs as non-root, checks /healthz,
@@ -18,6 +22,17 @@ cd "$(dirname "$0")/.."
 ALLOWED_EXTRA=()
 # sts:GetCallerIdentity needs no permission (AWS answers it even under an explicit Deny), so no policy lists it.
 NO_PERMISSION_NEEDED="sts:GetCallerIdentity"
+# The only actions that are not reads (Get/List/Lookup/Receive) the policies may grant, "action|reason".
+# Any other write (to IAM above all) fails, whatever src/ calls.
+ALLOWED_WRITES=(
+  "iam:GenerateCredentialReport|rebuilds the account's credential report for the bulk strategy, changes no user"
+  "sqs:DeleteMessage|deletes handled messages (DeleteMessageBatch) from iam-inventory's own events queue, not IAM"
+)
+# Event names deploy/iam-events-queue.yaml's rule may send although src/collect/events/mod.rs does not act on
+# them, "EventName|reason". The rule must send every event the code acts on.
+RULE_EXTRA_EVENTS=(
+  "DeleteGroup|in the contract's list; the daemon counts it as ignored (IAM refuses to delete a group with members)"
+)
 
 passed=0
 failed=0
@@ -42,7 +57,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 # --- the AWS calls the code makes ---------------------------------------------------------------------------
-code_actions=$(grep -rhoE '"(iam|sts|organizations):[A-Za-z]+"' src/ | tr -d '"' | sort -u || true)
+code_actions=$(grep -rhoE '"(iam|sts|organizations|cloudtrail|sqs):[A-Za-z]+"' src/ | tr -d '"' | sort -u || true)
 if [ -n "$code_actions" ]; then
   ok "code makes $(wc -l <<<"$code_actions") distinct AWS calls: $(tr '\n' ' ' <<<"$code_actions")"
 else
@@ -53,6 +68,8 @@ fi
 if [ -x "$py" ] && "$py" -c 'import yaml' 2>/dev/null; then
   WORK="$work" CODE_ACTIONS="$code_actions" NO_PERMISSION_NEEDED="$NO_PERMISSION_NEEDED" \
     ALLOWED_EXTRA="$(printf '%s\n' "${ALLOWED_EXTRA[@]+"${ALLOWED_EXTRA[@]}"}")" \
+    ALLOWED_WRITES="$(printf '%s\n' "${ALLOWED_WRITES[@]+"${ALLOWED_WRITES[@]}"}")" \
+    RULE_EXTRA_EVENTS="$(printf '%s\n' "${RULE_EXTRA_EVENTS[@]+"${RULE_EXTRA_EVENTS[@]}"}")" \
     "$py" - >"$work/py.out" 2>&1 <<'PY' || echo "FAIL: the structured checks crashed (see the lines above)" >>"$work/py.out"
 import glob, json, os, posixpath, re, sys
 import yaml
@@ -62,12 +79,26 @@ def fail(msg): print(f"FAIL: {msg}")
 
 code = set(os.environ["CODE_ACTIONS"].split())
 exempt = set(os.environ["NO_PERMISSION_NEEDED"].split())
-extra = {}
-for line in os.environ["ALLOWED_EXTRA"].splitlines():
-    if "|" in line:
-        action, reason = line.split("|", 1)
-        extra[action] = reason
+def reasons(var):
+    out = {}
+    for line in os.environ[var].splitlines():
+        if "|" in line:
+            key, reason = line.split("|", 1)
+            out[key] = reason
+    return out
+extra = reasons("ALLOWED_EXTRA")
+allowed_writes = reasons("ALLOWED_WRITES")
+rule_extra_events = reasons("RULE_EXTRA_EVENTS")
 code_iam = {a for a in code if a.startswith("iam:")}
+# [events_source] type = "cloudtrail" polls LookupEvents with each collected account's credentials: the
+# caller's own (iam-policy.json) and the assumed reader roles (cross-account-role.yaml) alike.
+code_trail = {a for a in code if a.startswith("cloudtrail:")}
+# type = "sqs" reads the queue with the caller's credentials only (the queue is in the caller's account).
+code_sqs = {a for a in code if a.startswith("sqs:")}
+# The consumer actions, and nothing else, on the events queue only.
+SQS_CONSUME = {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"}
+# The queue's region: IAM's events reach EventBridge only in us-east-1.
+EVENTS_REGION = "us-east-1"
 # The base identity's own calls: AssumeRole into the readers, and ListAccounts for [aws.organization].
 code_sts = {a for a in code if a.startswith(("sts:", "organizations:"))} - exempt
 
@@ -82,6 +113,41 @@ def _any_tag(loader, suffix, node):
         value = loader.construct_mapping(node, deep=True)
     return {"!" + suffix: value}
 TolerantLoader.add_multi_constructor("!", _any_tag)
+
+# Every SQS / CloudTrail SDK call in src/ carries the label of the IAM action that authorizes it, so the
+# policies are checked against it. The batch calls have no IAM action of their own: "You cannot set
+# permissions explicitly for SendMessageBatch, DeleteMessageBatch, or ChangeMessageVisibilityBatch. Instead,
+# setting permissions for SendMessage, DeleteMessage, or ChangeMessageVisibility sets permissions for the
+# corresponding batch versions" (Amazon SQS Developer Guide, "Amazon SQS batch actions",
+# https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/sqs-batch-api.html).
+SDK_OPS = {
+    "sqs": ["add_permission", "cancel_message_move_task", "change_message_visibility",
+            "change_message_visibility_batch", "create_queue", "delete_message", "delete_message_batch",
+            "delete_queue", "get_queue_attributes", "get_queue_url", "list_dead_letter_source_queues",
+            "list_message_move_tasks", "list_queue_tags", "list_queues", "purge_queue", "receive_message",
+            "remove_permission", "send_message", "send_message_batch", "set_queue_attributes",
+            "start_message_move_task", "tag_queue", "untag_queue"],
+    "cloudtrail": ["lookup_events", "describe_trails", "get_trail_status", "get_event_selectors",
+                   "list_trails", "get_trail"],
+}
+def iam_action(service, op):
+    if service == "sqs" and op.endswith("_batch"):
+        op = op[: -len("_batch")]
+    return f"{service}:" + "".join(p.capitalize() for p in op.split("_"))
+sdk_calls = {}
+for path in sorted(glob.glob("src/**/*.rs", recursive=True)):
+    text = open(path).read()
+    for service, ops in SDK_OPS.items():
+        for op in ops:
+            if re.search(r"\.\s*" + op + r"\s*\(\s*\)", text):
+                sdk_calls.setdefault(iam_action(service, op), set()).add(f"{op} ({path})")
+unlabelled = {a: c for a, c in sdk_calls.items() if a not in code}
+if unlabelled:
+    fail("SDK calls in src/ without their IAM action as an operation label (so unchecked against the "
+         "policies): " + "; ".join(f"{', '.join(sorted(c))} needs \"{a}\"" for a, c in sorted(unlabelled.items())))
+elif sdk_calls:
+    ok("every SQS/CloudTrail SDK call in src/ is labelled with its IAM action: " +
+       "; ".join(f"{', '.join(sorted(c.split(' ')[0] for c in cs))} -> {a}" for a, cs in sorted(sdk_calls.items())))
 
 # Every JSON and YAML file under deploy/ parses.
 docs = {}
@@ -136,11 +202,76 @@ def check_policy(actions, where, needed, may_have):
         note = f"; allowed extra: {', '.join(listed)}" if listed else ""
         ok(f"{where} grants nothing the code does not call (least privilege{note})")
 
+def allow_statements(policy):
+    """(Sid, actions, resources, statement) of every Allow statement of a readable policy document."""
+    sts = (policy or {}).get("Statement", [])
+    if isinstance(sts, dict):
+        sts = [sts]
+    out = []
+    for st in sts:
+        if st.get("Effect") != "Allow":
+            continue
+        a, r = st.get("Action", []), st.get("Resource", [])
+        out.append((st.get("Sid"), set([a] if isinstance(a, str) else a), [r] if not isinstance(r, list) else r, st))
+    return out
+
+READ_VERBS = ("Get", "List", "Lookup", "Describe", "Receive")
+def check_read_only(actions, where):
+    """Reads only, but for the ALLOWED_WRITES of scripts/check-deploy.sh (each with its reason)."""
+    if actions is None:
+        return
+    writes = sorted(a for a in actions if not a.split(":", 1)[-1].startswith(READ_VERBS))
+    unexplained = [a for a in writes if a not in allowed_writes]
+    if unexplained:
+        fail(f"{where} grants {', '.join(unexplained)}, which is not a read: iam-inventory only reads "
+             "(a deliberate exception goes in ALLOWED_WRITES of scripts/check-deploy.sh, with the reason)")
+    else:
+        ok(f"{where} is read-only but for " + ("; ".join(f"{a} ({allowed_writes[a]})" for a in writes) or "nothing"))
+
+def queue_default_name(tmpl):
+    return str(((tmpl.get("Parameters") or {}).get("QueueName") or {}).get("Default", ""))
+
+events_tmpl = (docs.get("deploy/iam-events-queue.yaml") or [{}])[0]
+queue_name = queue_default_name(events_tmpl)
+
 reader = docs.get("deploy/iam-policy.json")
 reader_actions = allowed_actions(reader, "deploy/iam-policy.json") if reader is not None else None
 if reader is None:
     fail("deploy/iam-policy.json is missing")
-check_policy(reader_actions, "deploy/iam-policy.json", code_iam, set(extra))
+check_policy(reader_actions, "deploy/iam-policy.json", code_iam | code_trail | code_sqs, set(extra))
+check_read_only(reader_actions, "deploy/iam-policy.json")
+
+# The SQS source's statement: the consumer actions only, on the events queue only.
+if reader_actions is not None:
+    sqs_sts = [s for s in allow_statements(reader) if any(a.lower().startswith("sqs:") for a in s[1])]
+    problems = []
+    if code_sqs - SQS_CONSUME:
+        problems.append(f"the code calls {sorted(code_sqs - SQS_CONSUME)}: beyond consuming the queue, review "
+                        "SQS_CONSUME in scripts/check-deploy.sh first")
+    if len(sqs_sts) != 1:
+        problems.append(f"expected one statement granting sqs: actions, found {len(sqs_sts)}")
+    else:
+        sid, actions, resources, st = sqs_sts[0]
+        if sid != "ConsumeIamEventsQueue":
+            problems.append(f"the SQS statement's Sid should be ConsumeIamEventsQueue, is {sid!r}")
+        if actions != SQS_CONSUME:
+            problems.append(f"the SQS statement must grant exactly {sorted(SQS_CONSUME)}, grants {sorted(actions)}")
+        # arn:<partition>:sqs:us-east-1:<account>:<the template's QueueName>; "*" only for partition/account.
+        want = re.compile(r"arn:(\*|aws[a-z-]*):sqs:" + re.escape(EVENTS_REGION) + r":(\*|\d{12}):"
+                          + re.escape(queue_name) + r"$")
+        bad = [r for r in resources if not (isinstance(r, str) and want.match(r))]
+        if not queue_name:
+            problems.append("deploy/iam-events-queue.yaml has no QueueName parameter default to compare with")
+        elif bad or not resources:
+            problems.append(f"the SQS statement's Resource must be the events queue only "
+                            f"(arn:*:sqs:{EVENTS_REGION}:*:{queue_name}), is {bad or resources}")
+        if "Condition" in st:
+            problems.append("the SQS statement has a Condition this check does not understand")
+    if problems:
+        fail("deploy/iam-policy.json ConsumeIamEventsQueue: " + "; ".join(problems))
+    else:
+        ok(f"deploy/iam-policy.json ConsumeIamEventsQueue: only {', '.join(sorted(SQS_CONSUME))}, only on "
+           f"{sqs_sts[0][2][0]} (deploy/iam-events-queue.yaml's queue; not its dead-letter queue)")
 
 assume = docs.get("deploy/assume-role-policy.json")
 if assume is None:
@@ -164,14 +295,25 @@ else:
             cfn_actions = None
             break
         cfn_actions |= got
-    check_policy(cfn_actions, "deploy/cross-account-role.yaml inline policy", code_iam, set(extra))
+    # No SQS here: the queue is read with the base identity, never through a reader role.
+    check_policy(cfn_actions, "deploy/cross-account-role.yaml inline policy", code_iam | code_trail, set(extra))
+    check_read_only(cfn_actions, "deploy/cross-account-role.yaml inline policy")
     if cfn_actions is not None and reader_actions is not None:
-        if cfn_actions == reader_actions:
-            ok("deploy/cross-account-role.yaml grants the same actions as deploy/iam-policy.json")
+        reader_but_sqs = {a for a in reader_actions if not a.lower().startswith("sqs:")}
+        if cfn_actions == reader_but_sqs:
+            ok("deploy/cross-account-role.yaml grants the same actions as deploy/iam-policy.json, but its SQS "
+               "queue statement (the queue is read with the base identity only)")
         else:
-            fail("deploy/cross-account-role.yaml and deploy/iam-policy.json differ: "
-                 f"only in the template {sorted(cfn_actions - reader_actions)}, "
-                 f"only in the JSON {sorted(reader_actions - cfn_actions)}")
+            fail("deploy/cross-account-role.yaml and deploy/iam-policy.json (but its SQS statement) differ: "
+                 f"only in the template {sorted(cfn_actions - reader_but_sqs)}, "
+                 f"only in the JSON {sorted(reader_but_sqs - cfn_actions)}")
+        # The cloudtrail source polls every collected account: the caller's own and each reader role's.
+        for a in sorted(code_trail):
+            if a in reader_actions and a in cfn_actions:
+                ok(f"{a} is in deploy/iam-policy.json and deploy/cross-account-role.yaml alike "
+                   "(the cloudtrail source polls through the caller's and every reader role's credentials)")
+            else:
+                fail(f"{a} must be in deploy/iam-policy.json and deploy/cross-account-role.yaml alike")
     params = cfn.get("Parameters", {})
     trust = json.dumps(props.get("AssumeRolePolicyDocument", {}))
     problems = []
@@ -193,6 +335,152 @@ else:
         fail("deploy/cross-account-role.yaml: " + "; ".join(problems))
     else:
         ok("deploy/cross-account-role.yaml: role IamInventoryReader, trust = TrustedPrincipalArn + sts:ExternalId (NoEcho), 1 h sessions, RoleArn output")
+
+# The IAM events queue template (the sqs source).
+def code_event_names():
+    """USER_EVENTS, GROUP_EVENTS and POLICY_EVENTS of src/collect/events/mod.rs, or None."""
+    try:
+        text = open("src/collect/events/mod.rs").read()
+    except OSError:
+        return None
+    names = set()
+    for const in ("USER_EVENTS", "GROUP_EVENTS", "POLICY_EVENTS"):
+        m = re.search(r"\b" + const + r"\s*:\s*&\[&str\]\s*=\s*&\[(.*?)\];", text, re.S)
+        if not m:
+            return None
+        names |= set(re.findall(r'"([A-Za-z]+)"', m.group(1)))
+    return names
+
+def ref(v):
+    return v.get("!Ref") if isinstance(v, dict) else None
+def getatt(v):
+    g = v.get("!GetAtt") if isinstance(v, dict) else None
+    return g if isinstance(g, str) else (".".join(g) if isinstance(g, list) else None)
+
+if not events_tmpl:
+    fail("deploy/iam-events-queue.yaml is missing")
+else:
+    where = "deploy/iam-events-queue.yaml"
+    res = events_tmpl.get("Resources") or {}
+    params = events_tmpl.get("Parameters") or {}
+    by_type = {}
+    for name, r in res.items():
+        by_type.setdefault(r.get("Type"), []).append((name, r.get("Properties") or {}))
+    queues = dict(by_type.get("AWS::SQS::Queue", []))
+    rules = by_type.get("AWS::Events::Rule", [])
+    problems = []
+    # us-east-1 only, asserted by a Rules section.
+    rules_json = json.dumps(events_tmpl.get("Rules") or {})
+    if '"AWS::Region"' not in rules_json or f'"{EVENTS_REGION}"' not in rules_json:
+        problems.append(f"no Rules assertion that AWS::Region is {EVENTS_REGION}")
+    if EVENTS_REGION not in str(events_tmpl.get("Description", "")):
+        problems.append(f"the Description does not say {EVENTS_REGION}")
+    # The events queue: the one with a RedrivePolicy; its dead-letter queue.
+    main = [(n, p) for n, p in queues.items() if "RedrivePolicy" in p]
+    if len(queues) != 2 or len(main) != 1:
+        problems.append(f"expected 2 SQS queues, one with a RedrivePolicy; found {len(queues)}, {len(main)}")
+        main_name = dlq_name = None
+    else:
+        main_name, q = main[0]
+        redrive = q["RedrivePolicy"]
+        dlq_name = (getatt(redrive.get("deadLetterTargetArn")) or "").split(".")[0]
+        dlq = queues.get(dlq_name)
+        if dlq is None:
+            problems.append("the RedrivePolicy's deadLetterTargetArn is not !GetAtt <the other queue>.Arn")
+            dlq = {}
+        if ref(q.get("QueueName")) != "QueueName" or not queue_name:
+            problems.append("the events queue's QueueName must be !Ref QueueName (with a Default)")
+        for n, props_ in ((main_name, q), (dlq_name, dlq)):
+            if props_.get("SqsManagedSseEnabled") is not True:
+                problems.append(f"{n}: SqsManagedSseEnabled must be true")
+            if props_.get("MessageRetentionPeriod") != 1209600:
+                problems.append(f"{n}: MessageRetentionPeriod must be 1209600 (14 days)")
+        if q.get("ReceiveMessageWaitTimeSeconds") != 20:
+            problems.append("the events queue's ReceiveMessageWaitTimeSeconds must be 20")
+        vis = params.get(ref(q.get("VisibilityTimeout")) or "", {})
+        if vis.get("Default") != 120:
+            problems.append("VisibilityTimeout must be !Ref a parameter defaulting to 120")
+        mrc = params.get(ref(redrive.get("maxReceiveCount")) or "", {})
+        if mrc.get("Default") != 5:
+            problems.append("the RedrivePolicy's maxReceiveCount must be !Ref a parameter defaulting to 5")
+    # The rule: default bus, the IAM CloudTrail pattern, every event the code acts on, the queue as target.
+    code_events = code_event_names()
+    if len(rules) != 1:
+        problems.append(f"expected one AWS::Events::Rule, found {len(rules)}")
+        rule_name = None
+    else:
+        rule_name, rp = rules[0]
+        pat = rp.get("EventPattern") or {}
+        detail = pat.get("detail") or {}
+        if rp.get("EventBusName", "default") != "default":
+            problems.append("the rule must be on the default event bus")
+        if rp.get("State", "ENABLED") != "ENABLED":
+            problems.append("the rule must be ENABLED")
+        if pat.get("source") != ["aws.iam"] or pat.get("detail-type") != ["AWS API Call via CloudTrail"] \
+                or detail.get("eventSource") != ["iam.amazonaws.com"]:
+            problems.append('the EventPattern must be source ["aws.iam"], detail-type ["AWS API Call via '
+                            'CloudTrail"], detail.eventSource ["iam.amazonaws.com"]')
+        names = detail.get("eventName") or []
+        if len(names) != len(set(names)):
+            problems.append("detail.eventName lists a name twice")
+        if code_events is None:
+            problems.append("cannot read USER_EVENTS / GROUP_EVENTS / POLICY_EVENTS in src/collect/events/mod.rs")
+        else:
+            if code_events - set(names):
+                problems.append(f"the rule does not send {sorted(code_events - set(names))}, which the daemon acts on")
+            unknown = set(names) - code_events - set(rule_extra_events)
+            if unknown:
+                problems.append(f"the rule sends {sorted(unknown)}, which the daemon does not act on (remove, or "
+                                "list in RULE_EXTRA_EVENTS of scripts/check-deploy.sh with the reason)")
+        targets = rp.get("Targets") or []
+        if len(targets) != 1 or getatt(targets[0].get("Arn")) != f"{main_name}.Arn":
+            problems.append("the rule's only target must be the events queue")
+    # The queue policy: EventBridge may send, and only from this rule; nobody else is allowed anything
+    # but the optional consumer.
+    qps = by_type.get("AWS::SQS::QueuePolicy", [])
+    if len(qps) != 1:
+        problems.append(f"expected one AWS::SQS::QueuePolicy, found {len(qps)}")
+    elif main_name and rule_name:
+        qp = qps[0][1]
+        if main_name not in [ref(x) for x in qp.get("Queues") or []]:
+            problems.append("the QueuePolicy does not apply to the events queue")
+        sts = []
+        for st in (qp.get("PolicyDocument") or {}).get("Statement", []):
+            if isinstance(st, dict) and "!If" in st:  # [condition, statement, AWS::NoValue]
+                st = st["!If"][1]
+            if isinstance(st, dict) and st.get("Effect") == "Allow":
+                sts.append(st)
+        sends_main = False
+        for st in sts:
+            principal = st.get("Principal")
+            acts = st.get("Action")
+            acts = [acts] if isinstance(acts, str) else (acts or [])
+            cond = json.dumps(st.get("Condition") or {})
+            if principal == {"Service": "events.amazonaws.com"}:
+                if acts != ["sqs:SendMessage"] and set(acts) != {"sqs:SendMessage"}:
+                    problems.append(f"events.amazonaws.com may only sqs:SendMessage, is given {acts}")
+                if '"aws:SourceArn"' not in cond or f'"!GetAtt": "{rule_name}.Arn"' not in cond:
+                    problems.append("events.amazonaws.com's SendMessage lacks the aws:SourceArn = the rule condition")
+                if getatt(st.get("Resource")) == f"{main_name}.Arn":
+                    sends_main = True
+            elif isinstance(principal, dict) and ref(principal.get("AWS")):
+                if set(acts) != SQS_CONSUME:
+                    problems.append(f"the consumer statement must grant exactly {sorted(SQS_CONSUME)}")
+            else:
+                problems.append(f"the QueuePolicy allows an unexpected principal {principal!r}")
+        if not sends_main:
+            problems.append("no statement lets events.amazonaws.com send to the events queue")
+    outs = set(events_tmpl.get("Outputs") or {})
+    if {"QueueUrl", "QueueArn", "DeadLetterQueueUrl"} - outs:
+        problems.append(f"missing outputs {sorted({'QueueUrl', 'QueueArn', 'DeadLetterQueueUrl'} - outs)}")
+    if problems:
+        fail(f"{where}: " + "; ".join(dict.fromkeys(problems)))
+    else:
+        extras = sorted(set(names) - (code_events or set()))
+        ok(f"{where}: us-east-1 only; queue {queue_name} (SSE-SQS, 14 days, long polling, visibility 120 s) "
+           f"with a dead-letter queue after 5 receipts; default-bus rule on aws.iam CloudTrail calls sending the "
+           f"{len(code_events)} events the daemon acts on" + (f" (+ {', '.join(extras)})" if extras else "")
+           + "; only that rule may send; QueueUrl/QueueArn/DeadLetterQueueUrl outputs")
 
 # Kubernetes manifests.
 k8s = []
@@ -358,11 +646,15 @@ for c in ./.venv/bin/cfn-lint "$(command -v cfn-lint || true)"; do
   [ -n "$c" ] && [ -x "$c" ] && { cfn_lint=$c; break; }
 done
 if [ -n "$cfn_lint" ]; then
-  if out=$("$cfn_lint" deploy/cross-account-role.yaml 2>&1); then
-    ok "cfn-lint deploy/cross-account-role.yaml"
-  else
-    fail "cfn-lint deploy/cross-account-role.yaml: $(tr '\n' ' ' <<<"$out")"
-  fi
+  # The events queue template is linted for us-east-1, the only region it deploys to (its Rules say so).
+  for t in deploy/cross-account-role.yaml "deploy/iam-events-queue.yaml --regions us-east-1"; do
+    # shellcheck disable=SC2086 # the template's extra cfn-lint options split on purpose
+    if out=$("$cfn_lint" $t 2>&1); then
+      ok "cfn-lint $t"
+    else
+      fail "cfn-lint $t: $(tr '\n' ' ' <<<"$out")"
+    fi
+  done
 else
   skip "cfn-lint not installed (comes with moto[server] in ./.venv: scripts/bootstrap.sh)"
 fi
