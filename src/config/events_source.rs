@@ -84,15 +84,17 @@ impl EventsSourceConfig {
             }
             (EventsSourceType::Cloudtrail, None) => {}
         }
-        if !(10..=86_400).contains(&self.poll_secs) {
+        if !(1..=86_400).contains(&self.poll_secs) {
             return Err(format!(
-                "events_source.poll_secs: {} is out of range (10 to 86400)",
+                "events_source.poll_secs: {} is out of range (1 to 86400)",
                 self.poll_secs
             ));
         }
-        if self.overlap_secs > 7 * 86_400 {
+        // CloudTrail keeps whole seconds and delivers events minutes late: each poll must look
+        // back at least a minute (events already acted on are skipped by id).
+        if !(60..=7 * 86_400).contains(&self.overlap_secs) {
             return Err(format!(
-                "events_source.overlap_secs: {} is out of range (0 to 604800)",
+                "events_source.overlap_secs: {} is out of range (60 to 604800)",
                 self.overlap_secs
             ));
         }
@@ -176,7 +178,11 @@ mod tests {
                 "type='cloudtrail'\nqueue_url='https://sqs.us-east-1.amazonaws.com/1/q'",
                 "events_source.queue_url",
             ),
-            ("type='cloudtrail'\npoll_secs=1", "events_source.poll_secs"),
+            ("type='cloudtrail'\npoll_secs=0", "events_source.poll_secs"),
+            (
+                "type='cloudtrail'\noverlap_secs=0",
+                "events_source.overlap_secs",
+            ),
             (
                 "type='cloudtrail'\nrequests_per_sec=0.0",
                 "events_source.requests_per_sec",

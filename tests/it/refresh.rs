@@ -502,3 +502,175 @@ async fn group_and_policy_changes_refresh_the_members_and_a_rename_is_a_delete_a
         .unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloudtrail_polling_refreshes_from_a_stored_cursor_and_resumes_after_a_restart() {
+    use crate::support::cloudtrail::{CloudTrail, TrailEvent};
+    let moto = Moto::start();
+    let iam = moto.iam().await;
+    seed_standard(&iam).await;
+    let proxy = Proxy::start(&moto.endpoint, Rules::default()).await;
+    let trail = CloudTrail::new();
+    // Two events a page, forcing NextToken paging; CloudTrail's own limit of 2 requests a second.
+    trail.set_page_size(2);
+    trail.set_rate_limit(Some(2.0));
+    proxy.attach_cloudtrail(&trail);
+    let now_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
+    };
+    // An hour old: before the first poll's window (now − overlap_secs), never refreshed.
+    trail.record(
+        TrailEvent::by_role(
+            CALLER_ACCOUNT,
+            "Admin",
+            "jane",
+            "TagUser",
+            json!({"userName": "alice"}),
+        )
+        .at_ms(now_ms() - 3_600_000),
+    );
+    let rx = Receiver::start().await;
+    let ws = Workspace::new();
+    let port = free_port();
+    let body = |run_on_start: bool| {
+        format!(
+            "{}[schedule]\ncron = \"0 0 2 1 1 *\"\nrun_on_start = {run_on_start}\n[server]\nlisten = \"127.0.0.1:{port}\"\n[events_source]\ntype = \"cloudtrail\"\npoll_secs = 1\noverlap_secs = 600\n[[sinks]]\nname = \"siem\"\nurl = \"{}\"\nevents = [\"inventory\", \"changes\"]\n",
+            aws_section(&proxy.endpoint, "/engineering/"),
+            rx.url
+        )
+    };
+    let cfg = ws.config(&body(true));
+    let mut child = ws.command(&cfg, &["run"], &[]).spawn().unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let synced = wait_until(Duration::from_secs(60), || async {
+        let (_, text) = get(&format!("{base}/metrics")).await;
+        text.contains("iam_inventory_syncs_total{status=\"ok\"} 1")
+    })
+    .await;
+    assert!(synced, "the first sync did not finish");
+    let first = received(&rx).len();
+
+    // bob gets a tag; its record, a read-only call and two writes about nobody in the prefix
+    // (more than one page) reach CloudTrail.
+    iam.tag_user()
+        .user_name("bob")
+        .tags(
+            aws_sdk_iam::types::Tag::builder()
+                .key("on-call")
+                .value("yes")
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    trail.record(TrailEvent::by_role(
+        CALLER_ACCOUNT,
+        "Admin",
+        "jane",
+        "GetUser",
+        json!({"userName": "bob"}),
+    ));
+    trail.record(TrailEvent::by_role(
+        CALLER_ACCOUNT,
+        "Admin",
+        "jane",
+        "CreateRole",
+        json!({"roleName": "x"}),
+    ));
+    trail.record(TrailEvent::by_role(
+        CALLER_ACCOUNT,
+        "Admin",
+        "jane",
+        "TagUser",
+        json!({"userName": "bob", "tags": [{"key": "on-call", "value": "yes"}]}),
+    ));
+    let got = events_for(&rx, first, &["bob"]).await;
+    assert!(
+        got.iter().all(|e| e["user"]["name"] == "bob"),
+        "only bob changed (alice's old event is outside the window): {got:?}"
+    );
+    let tagged = got
+        .iter()
+        .find(|e| e["activity_name"] == "Tags Changed")
+        .unwrap_or_else(|| panic!("{got:?}"));
+    assert_valid(tagged);
+    assert_eq!(
+        tagged["actor"]["user"]["uid"],
+        "arn:aws:sts::123456789012:assumed-role/Admin/jane"
+    );
+    assert_eq!(
+        trail.throttled(),
+        0,
+        "LookupEvents paced at 2 requests a second"
+    );
+    let asked = trail.last_request().unwrap();
+    assert_eq!(
+        asked["LookupAttributes"],
+        json!([{"AttributeKey": "EventSource", "AttributeValue": "iam.amazonaws.com"}])
+    );
+
+    // Stop; while down, carol gets a key and CloudTrail records it. A restart (no sync at start)
+    // picks it up from the stored cursor, and bob's event is not acted on again.
+    crate::daemon::sigterm(child.id().unwrap());
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    let cursor: i64 = rusqlite::Connection::open(ws.store())
+        .unwrap()
+        .query_row(
+            "SELECT position FROM event_cursors WHERE source = 'cloudtrail:123456789012'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(
+        cursor > now_ms() - 60_000,
+        "the cursor was stored: {cursor}"
+    );
+    iam.create_access_key()
+        .user_name("carol")
+        .send()
+        .await
+        .unwrap();
+    trail.record(TrailEvent::by_user(
+        CALLER_ACCOUNT,
+        "admin-bob",
+        "CreateAccessKey",
+        json!({"userName": "carol"}),
+    ));
+    let before = proxy.calls();
+    let seen = received(&rx).len();
+    let cfg = ws.config(&body(false));
+    let mut child = ws.command(&cfg, &["run"], &[]).spawn().unwrap();
+    let got = events_for(&rx, seen, &["carol"]).await;
+    assert!(got.iter().all(|e| e["user"]["name"] == "carol"), "{got:?}");
+    let created = got
+        .iter()
+        .find(|e| e["activity_name"] == "Access Key Created")
+        .unwrap_or_else(|| panic!("{got:?}"));
+    assert_eq!(created["actor"]["user"]["type"], "User");
+    assert_eq!(created["actor"]["user"]["name"], "admin-bob");
+    // Let a few more polls pass: nothing already done is done again.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let calls = proxy.calls();
+    let delta =
+        |op: &str| calls.get(op).copied().unwrap_or(0) - before.get(op).copied().unwrap_or(0);
+    assert_eq!(
+        delta("GetUser"),
+        1,
+        "only carol was refreshed after the restart: {calls:?}"
+    );
+    assert!(delta("LookupEvents") >= 2, "{calls:?}");
+    crate::daemon::sigterm(child.id().unwrap());
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}

@@ -4,6 +4,7 @@
 
 pub mod bulk_proxy;
 pub mod cli;
+pub mod cloudtrail;
 pub mod hec;
 pub mod lifecycle;
 pub mod moto;

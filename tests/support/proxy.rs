@@ -50,6 +50,8 @@ struct Inner {
     throttled: BTreeMap<String, u64>,
     pages: BTreeMap<String, u64>,
     followed: BTreeMap<String, u64>,
+    /// Answers CloudTrail LookupEvents (see [`Proxy::attach_cloudtrail`]).
+    cloudtrail: Option<super::cloudtrail::CloudTrail>,
 }
 
 pub struct Proxy {
@@ -89,6 +91,13 @@ impl Proxy {
             inner,
             task,
         }
+    }
+
+    /// CloudTrail `LookupEvents` calls (X-Amz-Target ending in `.LookupEvents`, any case) go to
+    /// this fake, never to moto (shared state: keep a clone to record events). Survives
+    /// [`Proxy::set_rules`].
+    pub fn attach_cloudtrail(&self, fake: &super::cloudtrail::CloudTrail) {
+        self.inner.lock().unwrap().cloudtrail = Some(fake.clone());
     }
 
     pub fn set_rules(&self, rules: Rules) {
@@ -157,6 +166,29 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    // CloudTrail LookupEvents (which moto does not serve): the fake, or UnknownOperation.
+    if headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|t| t.rsplit('.').next())
+        .is_some_and(|op| op.eq_ignore_ascii_case("LookupEvents"))
+    {
+        let fake = {
+            let mut g = ctx.inner.lock().unwrap();
+            *g.calls.entry("LookupEvents".into()).or_default() += 1;
+            g.cloudtrail.clone()
+        };
+        return match fake {
+            Some(fake) => fake.respond(&headers, &body),
+            None => Response::builder()
+                .status(StatusCode::BAD_REQUEST)
+                .header("content-type", "application/x-amz-json-1.1")
+                .body(Body::from(
+                    "{\"__type\":\"UnknownOperationException\",\"message\":\"proxy: no CloudTrail fake attached\"}",
+                ))
+                .unwrap(),
+        };
+    }
     let target = headers
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok())
