@@ -25,6 +25,27 @@ fn main() {
         "phase", "seconds", "users/s", "peak RSS", "target"
     );
 
+    // What the store costs apart from building the records: transform and hash alone.
+    {
+        let account = common::synthetic_account("123456789012", n, 0);
+        let started = Instant::now();
+        let mut bytes = 0usize;
+        for u in &account.users {
+            let rec = iam_inventory::store::PreparedRecord::from_record(
+                iam_inventory::transform::to_ocsf(u, &account.provenance, 1),
+            );
+            bytes += rec.record_hash.len();
+        }
+        let secs = started.elapsed().as_secs_f64();
+        println!(
+            "{:<22} {:>10.2} {:>12.0} {:>12} {:>12}",
+            "transform + hash only",
+            secs,
+            n as f64 / secs,
+            common::mib(peak_rss_bytes()),
+            format!("({bytes} B)"),
+        );
+    }
     let phases = [
         ("first sync (creates)", 0u64, 15.0),
         ("unchanged re-sync", 0, 5.0),

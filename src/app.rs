@@ -34,7 +34,10 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 }
 
 async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
-    let config = Config::load(&cli.config)?;
+    let mut config = Config::load(&cli.config)?;
+    if let Some(shard) = &cli.shard {
+        config.shard = crate::config::ShardConfig::parse(shard).map_err(anyhow::Error::msg)?;
+    }
     match cli.command {
         Command::CheckConfig { connect } => {
             {

@@ -16,6 +16,11 @@ pub struct Cli {
     #[arg(long, global = true, env = "IAM_INVENTORY_CONFIG", default_value = crate::config::DEFAULT_CONFIG_PATH)]
     pub config: PathBuf,
 
+    /// Collect only the accounts of shard I of N (0-based; overrides `[shard]`). Each shard needs
+    /// its own store.
+    #[arg(long, global = true, value_name = "I/N", env = "IAM_INVENTORY_SHARD")]
+    pub shard: Option<String>,
+
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

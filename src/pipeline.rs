@@ -23,7 +23,7 @@ use crate::config::{Config, Strategy};
 use crate::deliver::{SinkReport, deliver_all};
 use crate::store::snapshot::AccountWrite;
 use crate::store::{ChangeRow, PreparedRecord, Store, StoreError, SyncLock};
-use crate::transform::{root_to_ocsf, to_ocsf};
+use crate::transform::{input_hash, root_to_ocsf, to_ocsf};
 
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
@@ -263,6 +263,10 @@ async fn run_locked(
                 }
             }
         }
+        // Sharded: only this shard's accounts (a role's account is known from its ARN; the
+        // caller's once connected).
+        let shard = config.shard;
+        targets.retain(|t| t.role.as_ref().is_none_or(|r| shard.owns(r.account_id())));
         let connecting = connect_all(&base, targets, config.collect.account_concurrency);
         let connected = match options.stop.clone() {
             Some(mut stop) => tokio::select! {
@@ -272,7 +276,17 @@ async fn run_locked(
             },
             None => connecting.await,
         };
-        let (ready, failed) = dedupe(connected);
+        let (mut ready, failed) = dedupe(connected);
+        if shard.is_sharded() {
+            ready.retain(|(acc, _, _)| {
+                let owned = shard.owns(&acc.account_id);
+                if !owned {
+                    tracing::debug!(account = %acc.account_id, "the caller's account belongs to another shard");
+                }
+                owned
+            });
+            tracing::info!(shard = shard.index, of = shard.count, accounts = ready.len() + failed.len(), "collecting this shard's accounts");
+        }
         // Which accounts this configuration covers, when that is known for sure: every target's
         // account id is known (the caller's comes from GetCallerIdentity) and discovery worked.
         let scope: Option<std::collections::HashSet<String>> = {
@@ -478,7 +492,16 @@ pub fn write_account(
     let records = acc
         .users
         .iter()
-        .map(|u| PreparedRecord::from_record(to_ocsf(u, &acc.provenance, collected_ms)))
+        .map(|u| {
+            let provenance = &acc.provenance;
+            PreparedRecord::lazy(
+                u.arn.clone(),
+                u.user_name.clone(),
+                u.path.clone(),
+                input_hash(u, provenance),
+                move || to_ocsf(u, provenance, collected_ms),
+            )
+        })
         .chain(root);
     store.apply_account(
         &AccountWrite {

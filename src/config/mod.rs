@@ -5,7 +5,7 @@
 //! Validation is pure: nothing here talks to AWS, opens the store or binds a port.
 //!
 //! One file per section: `aws`, `collect`, `store`, `schedule` (with `[server]`), `sinks`,
-//! `events_source`;
+//! `events_source`, `shard`;
 //! `secret` wraps what must never be shown; `env` applies environment overrides.
 
 mod aws;
@@ -14,6 +14,7 @@ mod env;
 mod events_source;
 mod schedule;
 mod secret;
+mod shard;
 mod sinks;
 mod store;
 
@@ -26,6 +27,7 @@ pub use collect::{CollectConfig, CredentialKind, Strategy};
 pub use events_source::{EventsSourceConfig, EventsSourceType};
 pub use schedule::{ScheduleConfig, ServerConfig};
 pub use secret::{Secret, SinkUrl, redact_url};
+pub use shard::{ShardConfig, shard_of};
 pub use sinks::{Compression, EventStream, OnDelete, SinkConfig, SinkFormat, SinkMode, SinkType};
 pub use store::StoreConfig;
 
@@ -65,6 +67,10 @@ pub struct Config {
     /// CloudTrail name the users to refresh.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub events_source: Option<EventsSourceConfig>,
+    /// Which accounts this process collects when the inventory is split over several processes
+    /// (`--shard I/N` overrides it).
+    #[serde(default)]
+    pub shard: ShardConfig,
 }
 
 impl Config {
@@ -123,6 +129,7 @@ impl Config {
         if let Some(e) = &self.events_source {
             e.validate()?;
         }
+        self.shard.validate()?;
         sinks::validate_sinks(&self.sinks)
     }
 

@@ -27,7 +27,7 @@ use crate::deliver::{SinkReport, deliver_all};
 use crate::pipeline::{connect_all, dedupe};
 use crate::store::snapshot::AccountWrite;
 use crate::store::{PreparedRecord, Store, StoreError, SyncLock};
-use crate::transform::to_ocsf;
+use crate::transform::{input_hash, to_ocsf};
 
 /// What one refresh did: the run summary of a `refresh` run, the daemon's metrics.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -50,7 +50,12 @@ pub struct RefreshReport {
     /// The oldest and newest event time of the refresh (ms): lag = `finished_ms` − oldest.
     pub oldest_event_ms: Option<i64>,
     pub newest_event_ms: Option<i64>,
+    /// Accounts of another shard named by events: left for that shard (not acknowledged).
+    pub held: BTreeSet<String>,
 }
+
+/// The `ignored` reason of events for another shard's account.
+pub const ANOTHER_SHARD: &str = "another shard's account";
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct AccountRefresh {
@@ -85,6 +90,13 @@ impl RefreshReport {
             .filter(|a| !a.ok)
             .map(|a| a.account_id.clone())
             .collect()
+    }
+
+    /// Accounts whose events must not be acknowledged: failed here, or another shard's.
+    pub fn unacknowledged(&self) -> BTreeSet<String> {
+        let mut all = self.failed_accounts();
+        all.extend(self.held.iter().cloned());
+        all
     }
     pub fn lag_ms(&self) -> Option<i64> {
         self.oldest_event_ms.map(|t| self.finished_ms - t)
@@ -135,8 +147,11 @@ impl Refresher {
                 }
             }
         }
+        let shard = self.config.shard;
+        targets.retain(|t| t.role.as_ref().is_none_or(|r| shard.owns(r.account_id())));
         let connected = connect_all(&base, targets, self.config.collect.account_concurrency).await;
-        let (ready, failed) = dedupe(connected);
+        let (mut ready, failed) = dedupe(connected);
+        ready.retain(|(acc, _, _)| shard.owns(&acc.account_id));
         for (result, _, _) in failed {
             if let Err(e) = result {
                 tracing::warn!(account = %e.account_id, error = %e.error, "incremental refresh: account not reachable; its events wait for the next try");
@@ -189,7 +204,11 @@ impl Refresher {
         // Per account: what to refresh, and for each user name the latest event about it.
         let mut by_account: BTreeMap<String, Vec<IamEvent>> = BTreeMap::new();
         for e in events {
-            if self.knows(&e.account_id).await {
+            if !self.config.shard.owns(&e.account_id) {
+                // Another shard's: not acknowledged here (its own shard's source must see it).
+                report.ignore(ANOTHER_SHARD);
+                report.held.insert(e.account_id.clone());
+            } else if self.knows(&e.account_id).await {
                 by_account.entry(e.account_id.clone()).or_default().push(e);
             } else {
                 tracing::debug!(account = %e.account_id, event = %e.name, "event for an account this configuration does not collect; ignored");
@@ -352,7 +371,17 @@ impl Refresher {
             let records: Vec<PreparedRecord> = names
                 .iter()
                 .filter_map(|n| users.remove(n))
-                .map(|u| PreparedRecord::from_record(to_ocsf(&u, &provenance, collected_ms)))
+                .map(|u| {
+                    let provenance = provenance.clone();
+                    let hash = input_hash(&u, &provenance);
+                    PreparedRecord::lazy(
+                        u.arn.clone(),
+                        u.user_name.clone(),
+                        u.path.clone(),
+                        hash,
+                        move || to_ocsf(&u, &provenance, collected_ms),
+                    )
+                })
                 .collect();
             let store = Arc::clone(&self.store);
             let (account_id, role_arn, prefix) = (

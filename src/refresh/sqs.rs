@@ -35,6 +35,9 @@ pub async fn run(
             tracing::error!(queue = %url, error = %e, "incremental refresh: cannot read the queue (retrying)")
         }
     }
+    if refresher.config().shard.is_sharded() {
+        tracing::warn!(queue = %url, "several shards reading one queue: a shard leaves other shards' messages, which come back after the visibility timeout and count toward the dead-letter queue's maxReceiveCount; give each shard its own queue (an EventBridge rule per shard matching its accounts) or use type = \"cloudtrail\"");
+    }
     let mut backoff = Backoff::default();
     loop {
         if !hooks.wait_idle(&mut stop).await {
@@ -100,7 +103,7 @@ pub async fn run(
         };
         match applied {
             Ok(report) => {
-                let failed = report.failed_accounts();
+                let failed = report.unacknowledged();
                 done.extend(
                     events_of
                         .iter()

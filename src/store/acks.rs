@@ -2,7 +2,7 @@
 
 use rusqlite::params;
 
-use super::{Result, Store, with_time};
+use super::{Result, SEEN_AT, Store, with_time};
 use crate::config::SinkMode;
 
 /// A record a sink has not acknowledged in its current content.
@@ -59,8 +59,9 @@ impl Store {
     ) -> Result<Vec<PendingRecord>> {
         let filter = needs(mode, "?4");
         let sql = format!(
-            "SELECT s.uid, s.content_hash || ?4, s.record, s.last_seen, a.uid IS NOT NULL, s.last_changed, s.user_name
+            "SELECT s.uid, s.content_hash || ?4, s.record, {SEEN_AT}, a.uid IS NOT NULL, s.last_changed, s.user_name
              FROM snapshot s LEFT JOIN sink_acks a ON a.sink = ?1 AND a.uid = s.uid
+             LEFT JOIN account_seen seen ON seen.account_id = s.account_id
              WHERE s.uid > ?2 AND {filter}
              ORDER BY s.uid LIMIT ?3"
         );

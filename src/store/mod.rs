@@ -43,7 +43,15 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0006_incremental_refresh",
         include_str!("../../migrations/0006_incremental_refresh.sql"),
     ),
+    (
+        "0007_account_seen",
+        include_str!("../../migrations/0007_account_seen.sql"),
+    ),
 ];
+
+/// SQL for a snapshot row's time (the last collection that saw it), for a row aliased `s`
+/// joined with `account_seen` aliased `seen`.
+pub(crate) const SEEN_AT: &str = "MAX(s.last_seen, COALESCE(seen.collected_at, 0))";
 
 /// Runs left `running` by another host (or where liveness cannot be checked) are declared dead
 /// after this long.
@@ -261,7 +269,11 @@ impl Store {
     ) -> std::result::Result<usize, ExportError> {
         let conn = self.lock();
         let mut stmt = conn
-            .prepare("SELECT record, last_seen FROM snapshot ORDER BY account_id, uid")
+            .prepare(&format!(
+                "SELECT s.record, {SEEN_AT} FROM snapshot s
+                 LEFT JOIN account_seen seen ON seen.account_id = s.account_id
+                 ORDER BY s.account_id, s.uid"
+            ))
             .map_err(|e| self.sql_err("cannot read the snapshot", e))?;
         let mut rows = stmt
             .query([])

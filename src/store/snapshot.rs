@@ -7,23 +7,38 @@ use super::diff::{content_hash, field_changes};
 use super::{ChangeKind, ChangeRow, Result, Store};
 use crate::transform::strip_volatile;
 
-/// A record ready for the store: `time` removed, the record hash computed. The content hash and
-/// the stored text are computed only when the row must be written (most rows of a re-sync are
-/// unchanged and need neither).
-#[derive(Debug, Clone)]
-pub struct PreparedRecord {
+/// A record ready for the store, identified by a hash of what it is built from. The record itself
+/// (and its content hash and text) is built only when the row must be written: most users of a
+/// re-sync are unchanged, and for them neither the OCSF record nor its JSON is ever made.
+pub struct PreparedRecord<'a> {
     pub uid: String,
     pub user_name: String,
     pub path: String,
-    /// sha256 of the record without `time`: equal means nothing at all changed.
+    /// Equal means nothing at all changed: the sha256 of the record without `time`
+    /// ([`Self::from_record`]), or of what the record is built from, with the transform's own
+    /// revision ([`Self::lazy`]).
     pub record_hash: String,
-    /// The record without `time`.
-    pub record: Value,
+    record: Lazy<'a>,
 }
 
-impl PreparedRecord {
+enum Lazy<'a> {
+    Built(Value),
+    Later(
+        Option<Box<dyn FnOnce() -> Value + Send + 'a>>,
+        Option<Value>,
+    ),
+}
+
+fn without_time(mut record: Value) -> Value {
+    if let Value::Object(m) = &mut record {
+        m.remove("time");
+    }
+    record
+}
+
+impl<'a> PreparedRecord<'a> {
     /// From a full OCSF record (as built by `transform::to_ocsf`).
-    pub fn from_record(mut record: Value) -> PreparedRecord {
+    pub fn from_record(record: Value) -> PreparedRecord<'static> {
         let text = |v: &Value, p: &str| {
             v.pointer(p)
                 .and_then(Value::as_str)
@@ -33,21 +48,50 @@ impl PreparedRecord {
         let uid = text(&record, "/user/uid");
         let user_name = text(&record, "/user/name");
         let path = text(&record, "/unmapped/user/path");
-        if let Value::Object(m) = &mut record {
-            m.remove("time");
-        }
+        let record = without_time(record);
         PreparedRecord {
             uid,
             user_name,
             path,
             record_hash: content_hash(&record),
-            record,
+            record: Lazy::Built(record),
+        }
+    }
+
+    /// A record known by its identity and input hash, built by `build` only if the store needs it.
+    pub fn lazy(
+        uid: String,
+        user_name: String,
+        path: String,
+        input_hash: String,
+        build: impl FnOnce() -> Value + Send + 'a,
+    ) -> PreparedRecord<'a> {
+        PreparedRecord {
+            uid,
+            user_name,
+            path,
+            record_hash: input_hash,
+            record: Lazy::Later(Some(Box::new(build)), None),
+        }
+    }
+
+    /// The record without `time`, built on first use.
+    pub fn record(&mut self) -> &Value {
+        match &mut self.record {
+            Lazy::Built(v) => v,
+            Lazy::Later(build, built) => {
+                if built.is_none() {
+                    let make = build.take().map(|f| without_time(f()));
+                    *built = Some(make.unwrap_or(Value::Null));
+                }
+                built.as_ref().unwrap_or(&Value::Null)
+            }
         }
     }
 
     /// sha256 of the record without volatile fields: what "changed" means.
-    pub fn content_hash(&self) -> String {
-        content_hash(&strip_volatile(&self.record))
+    pub fn content_hash(&mut self) -> String {
+        content_hash(&strip_volatile(self.record()))
     }
 }
 
@@ -87,10 +131,10 @@ pub struct AccountWrite<'a> {
 impl Store {
     /// Upserts every record of a successfully collected account, records the changes, and deletes the
     /// users under the prefix that the collection did not see — all in one transaction.
-    pub fn apply_account(
+    pub fn apply_account<'r>(
         &self,
         w: &AccountWrite<'_>,
-        records: impl IntoIterator<Item = PreparedRecord>,
+        records: impl IntoIterator<Item = PreparedRecord<'r>>,
     ) -> Result<AccountOutcome> {
         let mut conn = self.lock();
         // A dry run only reads (its store may be opened read-only): a deferred transaction gives it a
@@ -107,11 +151,16 @@ impl Store {
         let mut outcome = AccountOutcome::default();
         let e = |what: &'static str| move |err: rusqlite::Error| self.sql_err(what, err);
         {
+            // Hashes only: an unchanged user (most of a re-sync) costs one index lookup and no
+            // record text; the stored record is read only to diff a user whose content changed.
             let mut lookup = tx
-                .prepare_cached(
-                    "SELECT content_hash, record_hash, record FROM snapshot WHERE uid = ?1",
-                )
+                .prepare_cached("SELECT content_hash, record_hash FROM snapshot WHERE uid = ?1")
                 .map_err(e("cannot read the snapshot"))?;
+            let mut stored = tx
+                .prepare_cached("SELECT record FROM snapshot WHERE uid = ?1")
+                .map_err(e("cannot read the snapshot"))?;
+            // A full collection records its time once per account (`account_seen`); a refresh,
+            // which saw only some users, stamps their rows.
             let mut touch = tx
                 .prepare_cached(
                     "UPDATE snapshot SET last_seen = ?2, last_run_id = ?3 WHERE uid = ?1",
@@ -194,24 +243,25 @@ impl Store {
             };
 
             let mut seen = std::collections::HashSet::new();
-            for rec in records {
+            for mut rec in records {
                 outcome.users += 1;
                 seen.insert(rec.uid.clone());
-                let existing: Option<(String, String, String)> = lookup
-                    .query_row(params![rec.uid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                let existing: Option<(String, String)> = lookup
+                    .query_row(params![rec.uid], |r| Ok((r.get(0)?, r.get(1)?)))
                     .optional()
                     .map_err(e("cannot read the snapshot"))?;
                 match existing {
                     None => {
-                        let text = rec.record.to_string();
+                        let text = rec.record().to_string();
                         if write {
+                            let content_hash = rec.content_hash();
                             insert
                                 .execute(params![
                                     rec.uid,
                                     w.account_id,
                                     rec.user_name,
                                     rec.path,
-                                    rec.content_hash(),
+                                    content_hash,
                                     rec.record_hash,
                                     text,
                                     w.collected_ms,
@@ -229,26 +279,29 @@ impl Store {
                             &text,
                         )?;
                     }
-                    Some((_, record_hash, _)) if record_hash == rec.record_hash => {
-                        if write {
+                    Some((_, record_hash)) if record_hash == rec.record_hash => {
+                        if write && w.only_users.is_some() {
                             touch
                                 .execute(params![rec.uid, w.collected_ms, w.run_id])
                                 .map_err(e("cannot write the snapshot"))?;
                         }
                         outcome.unchanged += 1;
                     }
-                    Some((content_hash, _, old_record)) => {
+                    Some((content_hash, _)) => {
                         let new_content_hash = rec.content_hash();
                         // Same content hash: only volatile fields (last-used times) moved. Kept fresh in
                         // the snapshot, but not a change.
                         let fields = if content_hash == new_content_hash {
                             Vec::new()
                         } else {
+                            let old_record: String = stored
+                                .query_row(params![rec.uid], |r| r.get(0))
+                                .map_err(e("cannot read the snapshot"))?;
                             let old: Value =
                                 serde_json::from_str(&old_record).unwrap_or(Value::Null);
-                            field_changes(&strip_volatile(&old), &strip_volatile(&rec.record))
+                            field_changes(&strip_volatile(&old), &strip_volatile(rec.record()))
                         };
-                        let text = rec.record.to_string();
+                        let text = rec.record().to_string();
                         if write {
                             rewrite
                                 .execute(params![
@@ -323,8 +376,8 @@ impl Store {
             };
             for (uid, user_name, under_prefix) in unseen {
                 // The last known record goes into the change log with the deletion.
-                let last: String = lookup
-                    .query_row(params![uid], |r| r.get(2))
+                let last: String = stored
+                    .query_row(params![uid], |r| r.get(0))
                     .map_err(e("cannot read the snapshot"))?;
                 if write {
                     let deleted = under_prefix.then_some((user_name.as_str(), w.collected_ms));
@@ -341,6 +394,15 @@ impl Store {
             }
 
             // A dry run has no run row to attach to (and rolls back anyway).
+            if write && w.only_users.is_none() {
+                tx.execute(
+                    "INSERT INTO account_seen (account_id, collected_at, run_id) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (account_id) DO UPDATE SET collected_at = excluded.collected_at,
+                       run_id = excluded.run_id",
+                    params![w.account_id, w.collected_ms, w.run_id],
+                )
+                .map_err(e("cannot write the snapshot"))?;
+            }
             if !w.dry_run {
                 tx.execute(
                     "INSERT OR REPLACE INTO run_accounts
@@ -453,6 +515,13 @@ impl Store {
                 actor: None,
             });
         }
+        if !dry_run {
+            tx.execute(
+                "DELETE FROM account_seen WHERE account_id NOT IN (SELECT value FROM json_each(?1))",
+                params![scope],
+            )
+            .map_err(e("cannot write the snapshot"))?;
+        }
         if dry_run {
             tx.rollback().map_err(e("cannot roll back"))?;
         } else {
@@ -530,6 +599,45 @@ mod tests {
                 .unwrap()
                 .len(),
             1
+        );
+    }
+
+    /// An unchanged user of a re-sync (same input hash) is recognised without building its record,
+    /// and its time still moves to the new collection (one `account_seen` row, not a row rewrite).
+    #[test]
+    fn an_unchanged_user_is_not_built_and_its_time_follows_the_account() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db"), OpenMode::ReadWrite).unwrap();
+        let write_lazy = |at: i64, build: Box<dyn FnOnce() -> Value + Send>| {
+            let run_id = store.begin_run(at).unwrap();
+            let w = AccountWrite {
+                run_id,
+                account_id: "1",
+                role_arn: None,
+                path_prefix: "/",
+                collected_ms: at,
+                dry_run: false,
+                only_users: None,
+                actor: None,
+            };
+            let rec = PreparedRecord::lazy(
+                "arn:aws:iam::1:user/a".into(),
+                "a".into(),
+                "/".into(),
+                "in:same".into(),
+                build,
+            );
+            store.apply_account(&w, [rec]).unwrap()
+        };
+        assert_eq!(write_lazy(1_000, Box::new(|| record("x"))).created, 1);
+        let out = write_lazy(2_000, Box::new(|| panic!("an unchanged user was built")));
+        assert_eq!((out.unchanged, out.changes.len()), (1, 0));
+        let pending = store
+            .pending("siem", SinkMode::CreateUpdate, "", "", 10)
+            .unwrap();
+        assert_eq!(
+            pending[0].time_ms, 2_000,
+            "the record's time is the last collection"
         );
     }
 }

@@ -5,4 +5,4 @@ pub mod change;
 pub mod events;
 pub mod ocsf;
 
-pub use ocsf::{VOLATILE_FIELDS, root_to_ocsf, strip_volatile, to_ocsf};
+pub use ocsf::{VOLATILE_FIELDS, input_hash, root_to_ocsf, strip_volatile, to_ocsf};

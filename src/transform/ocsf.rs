@@ -353,6 +353,36 @@ fn remove_path(v: &mut Value, segments: &[&str]) {
     }
 }
 
+/// What a user's record is built from, hashed: the user, where it came from, and this transform's
+/// own source (so any change to the mapping changes every hash, and records are rebuilt once).
+/// Equal hashes mean equal records (`to_ocsf` is deterministic), so an unchanged user of a re-sync
+/// is recognised without building its record. `time` is not an input: it is not part of the
+/// stored record.
+pub fn input_hash(user: &crate::collect::IamUser, source: &Provenance) -> String {
+    use sha2::{Digest, Sha256};
+    static REVISION: std::sync::LazyLock<[u8; 32]> = std::sync::LazyLock::new(|| {
+        let mut h = Sha256::new();
+        h.update(env!("CARGO_PKG_VERSION").as_bytes());
+        h.update(include_str!("ocsf.rs").as_bytes());
+        h.finalize().into()
+    });
+    struct Hasher(Sha256);
+    impl std::io::Write for Hasher {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.update(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut h = Hasher(Sha256::new());
+    h.0.update(*REVISION);
+    // Serializing plain structs into the hasher cannot fail (no maps with non-string keys).
+    let _ = serde_json::to_writer(&mut h, &(user, source));
+    format!("in:{}", hex::encode(h.0.finalize()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
