@@ -14,6 +14,7 @@ mod hardening;
 mod paging;
 mod permissions;
 mod refresh;
+mod shards;
 mod siem;
 mod sinks;
 mod store;
