@@ -155,52 +155,75 @@ pub async fn deliver_all(
     run_id: i64,
     stop: Option<tokio::sync::watch::Receiver<bool>>,
 ) -> Vec<SinkReport> {
-    let tasks = sinks.iter().map(|sink| {
-        let stop = stop.clone();
-        async move {
-            let mapping = sink.mapping();
-            let view = mapping
-                .as_ref()
-                .map(|m| format!(":{}", m.fingerprint))
-                .unwrap_or_default();
-            let run = Delivery {
-                store,
-                sink,
-                now_ms,
-                run_id,
-                stop,
-                mapping,
-                view,
-            };
-            async {
-                match (sink.kind, client) {
-                    (SinkType::Stdout, _) => run.deliver(&stdout::Stdout).await,
-                    (SinkType::File, _) => {
-                        let path = sink.path.clone().unwrap_or_default();
-                        run.deliver(&file::File::new(path)).await
-                    }
-                    (SinkType::Http, Ok(client)) => run.deliver(&http::Http { client, sink }).await,
-                    (SinkType::Elasticsearch, Ok(client)) => {
-                        run.deliver(&elasticsearch::Elasticsearch { client, sink })
-                            .await
-                    }
-                    (SinkType::SplunkHec, Ok(client)) => {
-                        run.deliver(&splunk_hec::SplunkHec::new(client, sink)).await
-                    }
-                    (SinkType::SekoiaAssets, Ok(client)) => {
-                        run.deliver(&sekoia::Sekoia { client, sink }).await
-                    }
-                    (SinkType::Oomnitza, Ok(client)) => {
-                        run.deliver(&oomnitza::Oomnitza::new(client, sink)).await
-                    }
-                    (_, Err(e)) => run.cannot_start(e.clone()),
-                }
+    // Each sink in its own task: a slow or stuck sink never holds up another one's progress.
+    let tasks: Vec<_> = sinks
+        .iter()
+        .cloned()
+        .map(|sink| {
+            let (store, client, stop) = (Arc::clone(store), client.clone(), stop.clone());
+            let name = sink.name.clone();
+            let span = tracing::info_span!("sink", sink = %sink.name);
+            let task = tokio::spawn(
+                async move { deliver_one(&store, &sink, &client, now_ms, run_id, stop).await }
+                    .instrument(span),
+            );
+            (name, task)
+        })
+        .collect();
+    let mut reports = Vec::with_capacity(tasks.len());
+    for ((name, task), sink) in tasks.into_iter().zip(sinks) {
+        match task.await {
+            Ok(report) => reports.push(report),
+            Err(e) => {
+                // A panicking sink task is reported as that sink's failure, not the run's.
+                tracing::error!(sink = %name, error = %e, "sink delivery task failed");
+                let run = Delivery::new(store, sink, now_ms, run_id, None);
+                reports.push(run.cannot_start(format!("internal error: {e}")));
             }
-            .instrument(tracing::info_span!("sink", sink = %sink.name))
-            .await
         }
-    });
-    futures::future::join_all(tasks).await
+    }
+    reports
+}
+
+async fn deliver_one(
+    store: &Store,
+    sink: &SinkConfig,
+    client: &Result<reqwest::Client, String>,
+    now_ms: fn() -> i64,
+    run_id: i64,
+    stop: Option<tokio::sync::watch::Receiver<bool>>,
+) -> SinkReport {
+    let run = Delivery::new(store, sink, now_ms, run_id, stop);
+    match (sink.kind, client) {
+        (SinkType::Stdout, _) => run.deliver(&stdout::Stdout).await,
+        (SinkType::File, _) => {
+            let path = sink.path.clone().unwrap_or_default();
+            run.deliver(&file::File::new(path)).await
+        }
+        (SinkType::Http, Ok(client)) => run.deliver(&http::Http { client, sink }).await,
+        (SinkType::Elasticsearch, Ok(client)) => {
+            run.deliver(&elasticsearch::Elasticsearch { client, sink })
+                .await
+        }
+        (SinkType::SplunkHec, Ok(client)) => {
+            run.deliver(&splunk_hec::SplunkHec::new(client, sink)).await
+        }
+        (SinkType::SekoiaAssets, Ok(client)) => run.deliver(&sekoia::Sekoia { client, sink }).await,
+        (SinkType::Oomnitza, Ok(client)) => {
+            run.deliver(&oomnitza::Oomnitza::new(client, sink)).await
+        }
+        (_, Err(e)) => run.cannot_start(e.clone()),
+    }
+}
+
+/// Runs blocking work (SQLite, gzip, fsync) without stalling the other tasks of this worker
+/// thread: on the multi-threaded runtime the worker hands its other tasks over first
+/// (`block_in_place`); on a current-thread runtime (unit tests) it simply runs.
+pub(crate) fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
 }
 
 /// One sink's delivery in one sync.
@@ -221,7 +244,30 @@ type Settle<'s, 'r> = dyn FnMut(&[&'r PendingRecord], &[(&'r PendingRecord, Stri
     + Send
     + 's;
 
-impl Delivery<'_> {
+impl<'a> Delivery<'a> {
+    fn new(
+        store: &'a Store,
+        sink: &'a SinkConfig,
+        now_ms: fn() -> i64,
+        run_id: i64,
+        stop: Option<tokio::sync::watch::Receiver<bool>>,
+    ) -> Delivery<'a> {
+        let mapping = sink.mapping();
+        let view = mapping
+            .as_ref()
+            .map(|m| format!(":{}", m.fingerprint))
+            .unwrap_or_default();
+        Delivery {
+            store,
+            sink,
+            now_ms,
+            run_id,
+            stop,
+            mapping,
+            view,
+        }
+    }
+
     fn new_report(&self) -> SinkReport {
         SinkReport {
             name: self.sink.name.clone(),
@@ -280,7 +326,7 @@ impl Delivery<'_> {
             .iter()
             .map(|(u, h)| (u.as_str(), h.as_str()))
             .collect();
-        if let Err(e) = self.store.ack(&self.sink.name, &acks, (self.now_ms)()) {
+        if let Err(e) = blocking(|| self.store.ack(&self.sink.name, &acks, (self.now_ms)())) {
             report.error = Some(e.to_string());
             return Err(());
         }
@@ -297,13 +343,15 @@ impl Delivery<'_> {
     ) -> Result<(), ()> {
         let mut after = String::new();
         loop {
-            let page = match self.store.pending(
-                &self.sink.name,
-                self.sink.mode,
-                &self.view,
-                &after,
-                PAGE.max(self.sink.batch_size),
-            ) {
+            let page = match blocking(|| {
+                self.store.pending(
+                    &self.sink.name,
+                    self.sink.mode,
+                    &self.view,
+                    &after,
+                    PAGE.max(self.sink.batch_size),
+                )
+            }) {
                 Ok(p) => p,
                 Err(e) => {
                     report.error = Some(e.to_string());
@@ -380,7 +428,7 @@ impl Delivery<'_> {
     async fn deliver_deletes<K: Kind>(&self, kind: &K, report: &mut SinkReport) -> Result<(), ()> {
         let name = &self.sink.name;
         if self.sink.on_delete == OnDelete::Keep {
-            return self.store.forget_deletes(name, None).map_err(|e| {
+            return blocking(|| self.store.forget_deletes(name, None)).map_err(|e| {
                 report.error = Some(e.to_string());
             });
         }
@@ -443,7 +491,7 @@ impl Delivery<'_> {
     /// not delivered stops the stream for this sync, and the next sync starts again from it.
     async fn deliver_events<K: Kind>(&self, kind: &K, report: &mut SinkReport) {
         let name = &self.sink.name;
-        let mut cursor = match self.store.event_cursor(name, self.run_id) {
+        let mut cursor = match blocking(|| self.store.event_cursor(name, self.run_id)) {
             Ok(c) => c,
             Err(e) => {
                 report.error = Some(e.to_string());
@@ -451,7 +499,7 @@ impl Delivery<'_> {
             }
         };
         loop {
-            let rows = match self.store.changes_after(cursor, PAGE) {
+            let rows = match blocking(|| self.store.changes_after(cursor, PAGE)) {
                 Ok(r) => r,
                 Err(e) => {
                     report.error = Some(e.to_string());
@@ -488,7 +536,9 @@ impl Delivery<'_> {
             if events.is_empty() {
                 // Rows that make no event (nothing a SIEM would act on): past them.
                 cursor = last_row;
-                if let Err(e) = self.store.set_event_cursor(name, cursor, (self.now_ms)()) {
+                if let Err(e) =
+                    blocking(|| self.store.set_event_cursor(name, cursor, (self.now_ms)()))
+                {
                     report.error = Some(e.to_string());
                     return;
                 }
@@ -531,7 +581,9 @@ impl Delivery<'_> {
                 };
                 if reached > cursor {
                     cursor = reached;
-                    if let Err(e) = self.store.set_event_cursor(name, cursor, (self.now_ms)()) {
+                    if let Err(e) =
+                        blocking(|| self.store.set_event_cursor(name, cursor, (self.now_ms)()))
+                    {
                         report.error = Some(e.to_string());
                         return;
                     }
@@ -548,8 +600,8 @@ impl Delivery<'_> {
         let (sink, mode) = (&self.sink.name, self.sink.mode);
         if self.sink.takes(EventStream::Inventory) {
             match (
-                self.store.pending_count(sink, mode, &self.view),
-                self.store.rejected(sink, &self.view),
+                blocking(|| self.store.pending_count(sink, mode, &self.view)),
+                blocking(|| self.store.rejected(sink, &self.view)),
             ) {
                 (Ok(pending), Ok(rejected)) => {
                     report.pending = pending;
@@ -559,7 +611,7 @@ impl Delivery<'_> {
             }
         }
         if self.sink.on_delete == OnDelete::Delete {
-            match self.store.deletes_pending(sink) {
+            match blocking(|| self.store.deletes_pending(sink)) {
                 Ok(n) => report.deletes_pending = n,
                 Err(e) => report.error = Some(e.to_string()),
             }
@@ -568,7 +620,7 @@ impl Delivery<'_> {
             let behind = self
                 .store
                 .event_cursor(sink, self.run_id)
-                .and_then(|c| self.store.changes_pending(c));
+                .and_then(|c| blocking(|| self.store.changes_pending(c)));
             match behind {
                 Ok(n) => report.changes_pending = n,
                 Err(e) => report.error = Some(e.to_string()),
@@ -694,7 +746,7 @@ impl Delivery<'_> {
                 .iter()
                 .map(|r| (r.uid.as_str(), r.content_hash.as_str()))
                 .collect();
-            if let Err(e) = self.store.ack(&self.sink.name, &acks, now) {
+            if let Err(e) = blocking(|| self.store.ack(&self.sink.name, &acks, now)) {
                 report.error = Some(e.to_string());
                 return Err(());
             }
@@ -705,7 +757,7 @@ impl Delivery<'_> {
                 .iter()
                 .map(|(r, why)| (r.uid.as_str(), r.content_hash.as_str(), why.as_str()))
                 .collect();
-            if let Err(e) = self.store.reject(&self.sink.name, &rows, now) {
+            if let Err(e) = blocking(|| self.store.reject(&self.sink.name, &rows, now)) {
                 report.error = Some(e.to_string());
                 return Err(());
             }

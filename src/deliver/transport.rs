@@ -122,14 +122,17 @@ pub fn encode_body(sink: &SinkConfig, raw: Vec<u8>) -> Result<Bytes, String> {
     if sink.compression != Compression::Gzip {
         return Ok(Bytes::from(raw));
     }
-    let mut enc = flate2::write::GzEncoder::new(
-        Vec::with_capacity(raw.len() / 4),
-        flate2::Compression::fast(),
-    );
-    enc.write_all(&raw)
-        .and_then(|_| enc.finish())
-        .map(Bytes::from)
-        .map_err(|e| format!("cannot compress: {e}"))
+    // Compressing a large batch is CPU work: off the async worker's other tasks.
+    super::blocking(|| {
+        let mut enc = flate2::write::GzEncoder::new(
+            Vec::with_capacity(raw.len() / 4),
+            flate2::Compression::fast(),
+        );
+        enc.write_all(&raw)
+            .and_then(|_| enc.finish())
+            .map(Bytes::from)
+            .map_err(|e| format!("cannot compress: {e}"))
+    })
 }
 
 /// Sends a request until it gets a final answer (2xx or 4xx), retrying 408/429/5xx and transport

@@ -105,7 +105,8 @@ pub struct AccountOutcome {
     /// Users that left the collected scope (outside the path prefix): removed, not deleted.
     pub retired: usize,
     pub unchanged: usize,
-    /// The change rows written (or, in a dry run, that would have been written).
+    /// Dry run only: the change rows that would have been written (a real write keeps them in
+    /// the store, not in memory).
     pub changes: Vec<ChangeRow>,
 }
 
@@ -227,6 +228,11 @@ impl Store {
                 // A dry run shows what sinks would receive: it keeps the records of created and
                 // updated users (a real sync reads them back from the log when it needs them).
                 let shown = w.dry_run && matches!(kind, ChangeKind::Created | ChangeKind::Updated);
+                // A real sync keeps nothing in memory per change (a first sync of a million
+                // users is a million rows): the log is in the store, the counts in the outcome.
+                if !w.dry_run {
+                    return Ok(());
+                }
                 outcome.changes.push(ChangeRow {
                     id,
                     record: shown.then(|| serde_json::from_str(record).ok()).flatten(),
