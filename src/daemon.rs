@@ -1,5 +1,7 @@
 //! `iam-inventory run`: syncs on `[schedule] cron`, never two at once, serves `/healthz` and
-//! `/metrics`, and stops gracefully on SIGINT/SIGTERM.
+//! `/metrics`, and stops gracefully on SIGINT/SIGTERM. With `[events_source]` it also runs the
+//! incremental refresh ([`crate::refresh`]) between syncs: a sync waits for a refresh batch in
+//! flight, and the refresh takes no new events while a sync runs.
 //!
 //! Shutdown: the signal stops the scheduler and asks the running sync to stop at its next safe
 //! point (after the account write in flight commits, or between sink batches). Account writes are

@@ -10,7 +10,7 @@ use tracing::Instrument;
 
 use crate::clock::now_ms;
 use crate::collect::accounts::ConnectedAccount;
-use crate::collect::bulk::{bulk_only_failure, collect_bulk};
+use crate::collect::bulk::{ChangedSince, bulk_only_failure, collect_bulk};
 use crate::collect::calls::CallCounter;
 use crate::collect::enrich::enrich_all;
 use crate::collect::extras::{Extras, FromBulk};
@@ -695,7 +695,18 @@ async fn collect_connected(
             } else {
                 std::mem::take(&mut users)
             };
-            match collect_bulk(&acc.iam, for_bulk, c.user_concurrency, max_age_ms, report_wait).await {
+            // With an events source, CloudTrail narrows an older report's fresh checks to the
+            // users changed since it (the refresh fixes anything CloudTrail shows later).
+            let region = config.events_source.as_ref().map(|e| match e.kind {
+                crate::config::EventsSourceType::Cloudtrail => e.effective_region(),
+                crate::config::EventsSourceType::Sqs => "us-east-1".to_string(),
+            });
+            let changed_since = region.as_deref().map(|region| ChangedSince {
+                sdk: &acc.sdk,
+                region,
+                counter: acc.counter.clone(),
+            });
+            match collect_bulk(&acc.iam, for_bulk, c.user_concurrency, max_age_ms, report_wait, changed_since).await {
                 Ok(out) => {
                     tracing::debug!(
                         fallbacks = out.fallbacks,
@@ -730,6 +741,7 @@ async fn collect_connected(
                     in_report: out.in_report,
                     root: out.root,
                     report_stale: out.report_stale,
+                    changed_since_report: out.changed_since_report,
                 }),
             ),
             None => {

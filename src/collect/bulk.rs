@@ -49,6 +49,9 @@ pub struct BulkOutcome {
     pub report_age_secs: Option<i64>,
     /// Whether the report was older than `report_max_age_secs` (its fields were asked per user).
     pub report_stale: bool,
+    /// With a stale report and an events source: the user names CloudTrail shows changed since
+    /// the report (the only ones asked per user); `None` = everyone was asked.
+    pub changed_since_report: Option<std::collections::HashSet<String>>,
     /// Per-user calls made because the report was stale (GetLoginProfile, ListMFADevices,
     /// ListAccessKeys beyond what a fresh report needs).
     pub fresh_checks: usize,
@@ -64,6 +67,21 @@ pub struct BulkOutcome {
     pub root: Option<report::RootRow>,
 }
 
+/// Where to ask which users changed since an older credential report: CloudTrail LookupEvents
+/// in this account (`[events_source]` is configured, so an event CloudTrail has not shown yet is
+/// refreshed when it arrives).
+pub struct ChangedSince<'a> {
+    pub sdk: &'a aws_config::SdkConfig,
+    pub region: &'a str,
+    pub counter: super::calls::CallCounter,
+}
+
+/// How far before the report's generation time CloudTrail is asked (events are recorded with
+/// the time of the call, which can precede the report by the call's duration).
+const REPORT_SLACK_MS: i64 = 5 * 60 * 1000;
+/// LookupEvents keeps 90 days.
+const TRAIL_DAYS_MS: i64 = 90 * 86_400_000;
+
 /// Bulk-collects `users` (from ListUsers).
 pub async fn collect_bulk(
     iam: &Client,
@@ -71,6 +89,7 @@ pub async fn collect_bulk(
     concurrency: usize,
     report_max_age_ms: i64,
     report_wait: std::time::Duration,
+    changed_since: Option<ChangedSince<'_>>,
 ) -> Result<BulkOutcome, CollectError> {
     let wanted: std::collections::HashSet<String> =
         users.iter().map(|u| u.arn().to_string()).collect();
@@ -103,8 +122,52 @@ pub async fn collect_bulk(
             "credential report older than collect.report_max_age_secs: asking IAM per user for access keys, console access and non-virtual MFA"
         );
     }
+    // With an events source, only the users CloudTrail names since the report need the fresh
+    // checks: the report still tells the truth about everyone else. If CloudTrail cannot answer,
+    // everyone is checked (never a false "no").
+    let named = match (&changed_since, stale) {
+        (Some(c), true) => {
+            let now = crate::clock::now_ms();
+            let since = report
+                .generated_ms
+                .map_or(now - TRAIL_DAYS_MS, |g| g - REPORT_SLACK_MS)
+                .max(now - TRAIL_DAYS_MS);
+            let trail = super::events::cloudtrail::Trail::new(c.sdk, c.region, c.counter.clone());
+            match trail
+                .lookup(since, now, std::time::Duration::from_millis(500))
+                .await
+            {
+                Ok(found) => {
+                    let names: std::collections::HashSet<String> = found
+                        .records
+                        .iter()
+                        .filter_map(|r| match super::events::from_record(r) {
+                            Ok(super::events::Parsed::Event(e)) => Some(e.targets),
+                            _ => None,
+                        })
+                        .flatten()
+                        .filter_map(|t| match t {
+                            super::events::Target::User(n) => Some(n),
+                            _ => None,
+                        })
+                        .collect();
+                    tracing::info!(
+                        users = names.len(),
+                        "CloudTrail names the users changed since the credential report: only they are asked per user"
+                    );
+                    Some(names)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "CloudTrail LookupEvents failed: asking IAM per user for every user");
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
     let ctx = Ctx {
         stale,
+        named,
         fresh_checks: std::sync::atomic::AtomicUsize::new(0),
         iam,
         details: &details,
@@ -129,6 +192,7 @@ pub async fn collect_bulk(
         fallbacks,
         report_age_secs: report.generated_ms.map(|_| age_ms / 1000),
         report_stale: stale,
+        changed_since_report: ctx.named,
         fresh_checks,
         policies,
         own_policies,
@@ -166,6 +230,8 @@ pub fn bulk_only_failure(e: &CollectError) -> Option<String> {
 struct Ctx<'a> {
     /// The report is older than `report_max_age_secs`: ask IAM per user for what it answered.
     stale: bool,
+    /// With `stale`: the only users to ask (CloudTrail named them since the report); `None` = all.
+    named: Option<std::collections::HashSet<String>>,
     fresh_checks: std::sync::atomic::AtomicUsize,
     iam: &'a Client,
     details: &'a HashMap<String, Detail>,
@@ -186,6 +252,7 @@ impl Ctx<'_> {
             return Ok((enrich_user(self.iam, user).await?, true));
         };
         let name = user.user_name().to_string();
+        let stale = self.stale && self.named.as_ref().is_none_or(|n| n.contains(&name));
         let checked = |n: usize| {
             self.fresh_checks
                 .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
@@ -201,14 +268,14 @@ impl Ctx<'_> {
 
         // GetLoginProfile answers NoSuchEntity both for "no password" and for a user deleted since
         // ListUsers; the ListAccessKeys that follows tells the two apart (as in per-user mode).
-        let console = if self.stale {
+        let console = if stale {
             checked(1);
             has_login_profile(self.iam, &name).await?
         } else {
             report_console
         };
         let mut access_keys = Vec::new();
-        if self.stale || !row.keys.is_empty() {
+        if stale || !row.keys.is_empty() {
             if row.keys.is_empty() {
                 checked(1);
             }
@@ -247,8 +314,8 @@ impl Ctx<'_> {
         // report's mfa_active: trusted when the report is fresh, asked of IAM when it is stale.
         let mfa_devices = match self.virtual_mfa.get(&arn) {
             Some(devices) => devices.clone(),
-            None if mfa_active || self.stale => {
-                if self.stale && !mfa_active {
+            None if mfa_active || stale => {
+                if stale && !mfa_active {
                     checked(1);
                 }
                 match list_mfa_devices(self.iam, &name).await {

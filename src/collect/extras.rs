@@ -26,6 +26,9 @@ pub struct FromBulk {
     /// The report is older than `report_max_age_secs`: what only it tells (certificates, the root's
     /// MFA and keys) is asked of IAM instead.
     pub report_stale: bool,
+    /// With a stale report: the users CloudTrail shows changed since it (see
+    /// [`super::bulk::BulkOutcome::changed_since_report`]).
+    pub changed_since_report: Option<HashSet<String>>,
 }
 
 #[derive(Clone, Copy)]
@@ -53,7 +56,19 @@ impl Extras<'_> {
         let total = users.len();
         let (shared, own, cert_holders, in_report, root_row) = match bulk {
             Some(b) if b.report_stale => {
-                (Some(b.policies), b.own_policies, None, b.in_report, None)
+                // The report's certificate flags still hold for users CloudTrail shows unchanged
+                // since it; the others are asked.
+                let holders = b.changed_since_report.map(|changed| {
+                    let mut h = b.cert_holders;
+                    h.extend(
+                        users
+                            .iter()
+                            .filter(|u| changed.contains(&u.user_name))
+                            .map(|u| u.arn.clone()),
+                    );
+                    h
+                });
+                (Some(b.policies), b.own_policies, holders, b.in_report, None)
             }
             Some(b) => (
                 Some(b.policies),

@@ -667,3 +667,88 @@ async fn a_closed_stdout_ends_quietly() {
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
 }
+
+/// With an events source, an older report is checked only where CloudTrail says something
+/// changed since it; if CloudTrail cannot answer, everyone is checked as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_an_events_source_only_users_cloudtrail_names_are_checked_against_an_older_report() {
+    use crate::support::cloudtrail::{CloudTrail, TrailEvent};
+    let moto = Moto::start();
+    let iam = moto.iam().await;
+    seed_standard(&iam).await;
+    // The report lags behind IAM for alice and ci-deploy, whose changes CloudTrail recorded.
+    let edits = vec![
+        ("alice".into(), "password_enabled".into(), "false".into()),
+        ("ci-deploy".into(), "password_enabled".into(), "true".into()),
+    ];
+    let rules = Rules {
+        report_edits: edits,
+        ..Default::default()
+    };
+    let proxy = Proxy::start(&moto.endpoint, rules.clone()).await;
+    let trail = CloudTrail::new();
+    for (name, event) in [
+        ("alice", "CreateLoginProfile"),
+        ("ci-deploy", "DeleteLoginProfile"),
+    ] {
+        trail.record(TrailEvent::by_role(
+            crate::support::moto::CALLER_ACCOUNT,
+            "Admin",
+            "jane",
+            event,
+            serde_json::json!({"userName": name}),
+        ));
+    }
+    proxy.attach_cloudtrail(&trail);
+    let config = format!(
+        "{}[collect]\nstrategy = \"bulk\"\n[events_source]\ntype = \"cloudtrail\"\n",
+        aws_section(&proxy.endpoint, "/engineering/")
+    );
+    let ws = Workspace::new();
+    let cfg = ws.config(&config);
+    let out = ws.run(&cfg, &["sync"], &[]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let records = out.json_lines();
+    assert_eq!(
+        user(&records, "alice")["unmapped"]["user"]["is_console_user"],
+        true
+    );
+    assert_eq!(
+        user(&records, "ci-deploy")["unmapped"]["user"]["is_console_user"],
+        false
+    );
+    assert_eq!(
+        proxy.calls()["GetLoginProfile"],
+        2,
+        "only the two users CloudTrail names: {:?}",
+        proxy.calls()
+    );
+    assert_eq!(proxy.calls()["LookupEvents"], 1);
+
+    // CloudTrail refuses: every user is checked, and the records are still right.
+    let proxy = Proxy::start(
+        &moto.endpoint,
+        Rules {
+            deny_json_target: Some("LookupEvents".into()),
+            ..rules
+        },
+    )
+    .await;
+    let ws = Workspace::new();
+    let cfg = ws.config(&format!(
+        "{}[collect]\nstrategy = \"bulk\"\n[events_source]\ntype = \"cloudtrail\"\n",
+        aws_section(&proxy.endpoint, "/engineering/")
+    ));
+    let out = ws.run(&cfg, &["sync"], &[]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let records = out.json_lines();
+    assert_eq!(
+        user(&records, "alice")["unmapped"]["user"]["is_console_user"],
+        true
+    );
+    assert_eq!(
+        user(&records, "ci-deploy")["unmapped"]["user"]["is_console_user"],
+        false
+    );
+    assert_eq!(proxy.calls()["GetLoginProfile"], records.len() as u64);
+}
