@@ -10,7 +10,12 @@
 #   - the Kubernetes manifests have the expected kinds and wiring, probes on /healthz,
 #   - the systemd units pass `systemd-analyze verify`,
 #   - the Dockerfile builds with `cargo build --release --locked`, runs as non-root, checks /healthz,
-#   - the shipped configs pass `iam-inventory check-config` (when a built binary is there).
+#   - the sharded CronJob (deploy/kubernetes/sharded-cronjob.yaml) is an Indexed Job whose N (completions,
+#     parallelism, `--shard $(JOB_COMPLETION_INDEX)/N`, the store file name) agrees, gives each pod its own
+#     store (Kubernetes' $(VAR) expansion emulated, env order included), on the image, ServiceAccount and
+#     config of cronjob.yaml, and never retries exit 1 or 2,
+#   - the shipped configs pass `iam-inventory check-config`, and the sharded pods' flags are in `--help` and
+#     resolve to shard I of N (when a built binary is there).
 # One line per check, then "N passed, M failed" (", K skipped" when some could not run here).
 # Exit 1 when any check failed. Run from anywhere; needs ./.venv (scripts/bootstrap.sh) for PyYAML.
 set -euo pipefail
@@ -490,6 +495,12 @@ for path, ds in docs.items():
 by_kind = {}
 for path, d in k8s:
     by_kind.setdefault(d["kind"], []).append(d)
+def manifest(name, kind):
+    """The first object of this kind in deploy/kubernetes/<name> (several files hold a CronJob or a claim)."""
+    for path, d in k8s:
+        if path == f"deploy/kubernetes/{name}" and d["kind"] == kind:
+            return d
+    raise KeyError(f"no {kind} in deploy/kubernetes/{name}")
 want = ["Deployment", "CronJob", "PersistentVolumeClaim", "ConfigMap", "ServiceAccount"]
 missing = [k for k in want if k not in by_kind]
 if missing:
@@ -504,8 +515,9 @@ def pod_spec(obj):
 
 if not missing:
     try:
-        dep, cron = by_kind["Deployment"][0], by_kind["CronJob"][0]
-        pvc, cm, sa = by_kind["PersistentVolumeClaim"][0], by_kind["ConfigMap"][0], by_kind["ServiceAccount"][0]
+        dep, cron = manifest("deployment.yaml", "Deployment"), manifest("cronjob.yaml", "CronJob")
+        pvc, cm = manifest("pvc.yaml", "PersistentVolumeClaim"), manifest("configmap.yaml", "ConfigMap")
+        sa = manifest("serviceaccount.yaml", "ServiceAccount")
         # Probes.
         c = pod_spec(dep)["containers"][0]
         ports = {p.get("name"): p["containerPort"] for p in c.get("ports", [])}
@@ -576,6 +588,163 @@ if not missing:
             f.write(cm["data"][posixpath.basename(config_path)])
     except (KeyError, IndexError, TypeError) as e:
         fail(f"deploy/kubernetes/: unexpected manifest shape ({type(e).__name__}: {e})")
+
+# The sharded CronJob (deploy/kubernetes/sharded-cronjob.yaml): an Indexed Job whose pod I runs
+# `--shard I/N sync` on its own store. Kubernetes' $(VAR) expansion is emulated as the kubelet does it: an
+# env value sees only the variables defined EARLIER in the list, args see them all, an unknown $(VAR)
+# stays as it is, $$ is a literal $; the Job controller appends JOB_COMPLETION_INDEX (from the
+# batch.kubernetes.io/job-completion-index annotation) when the container does not declare it.
+SHARDED = "deploy/kubernetes/sharded-cronjob.yaml"
+INDEX_VAR = "JOB_COMPLETION_INDEX"
+INDEX_FIELDS = {f"metadata.{w}['batch.kubernetes.io/job-completion-index']" for w in ("annotations", "labels")}
+def k8s_expand(text, env):
+    return re.sub(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)",
+                  lambda m: "$" if m.group(0) == "$$" else env.get(m.group(1), m.group(0)), str(text))
+def pod_env(ctr, index):
+    """The container's environment for this completion index, as the kubelet resolves it."""
+    env = {}
+    for e in ctr.get("env", []):
+        if "value" in e:
+            env[e["name"]] = k8s_expand(e["value"], env)
+        elif ((e.get("valueFrom") or {}).get("fieldRef") or {}).get("fieldPath") in INDEX_FIELDS:
+            env[e["name"]] = str(index)
+    env.setdefault(INDEX_VAR, str(index))
+    return env
+
+if SHARDED not in docs:
+    fail(f"{SHARDED} is missing (the sharded sync; see deploy/README.md)")
+else:
+    try:
+        scron = manifest("sharded-cronjob.yaml", "CronJob")
+        cron = manifest("cronjob.yaml", "CronJob")
+        job = scron["spec"]["jobTemplate"]["spec"]
+        spec, base_spec = pod_spec(scron), pod_spec(cron)
+        ctr, base = spec["containers"][0], base_spec["containers"][0]
+        problems, notes = [], []
+        # An Indexed Job of N pods at once, retried per index, never two runs at once.
+        n = job.get("completions")
+        if job.get("completionMode") != "Indexed":
+            problems.append(f"jobTemplate completionMode must be Indexed, is {job.get('completionMode')!r}")
+        if not isinstance(n, int) or n < 1:
+            problems.append(f"jobTemplate completions must be N >= 1, is {n!r}")
+            n = None
+        elif job.get("parallelism") != n:
+            problems.append(f"parallelism ({job.get('parallelism')}) must equal completions ({n}): every shard at once")
+        if scron["spec"].get("concurrencyPolicy") != "Forbid":
+            problems.append("concurrencyPolicy must be Forbid (one writer per store)")
+        if spec.get("restartPolicy") != "Never":
+            problems.append("restartPolicy must be Never (backoffLimitPerIndex and podFailurePolicy need it)")
+        if not isinstance(job.get("backoffLimitPerIndex"), int):
+            problems.append("backoffLimitPerIndex must be set (a failing shard must not use up the others' retries)")
+        if job.get("maxFailedIndexes") is not None:
+            notes.append(f"maxFailedIndexes {job['maxFailedIndexes']}")
+        # podFailurePolicy: about this container, Ignore only for disruptions, FailIndex only with
+        # backoffLimitPerIndex; exit 1 (fatal) and 2 (partial) are never retried.
+        actions = {}
+        for rule in (job.get("podFailurePolicy") or {}).get("rules", []):
+            codes = rule.get("onExitCodes")
+            if codes:
+                if codes.get("containerName") not in (None, ctr["name"]):
+                    problems.append(f"podFailurePolicy names container {codes.get('containerName')!r}, not {ctr['name']!r}")
+                if codes.get("operator") == "In":
+                    for v in codes.get("values", []):
+                        actions.setdefault(v, rule["action"])
+            elif rule.get("action") == "Ignore" and any(
+                    c.get("type") != "DisruptionTarget" for c in rule.get("onPodConditions", [])):
+                problems.append("podFailurePolicy ignores (= retries without limit) more than DisruptionTarget")
+        for code, meaning in ((1, "fatal"), (2, "partial")):
+            if actions.get(code) not in ("FailIndex", "FailJob"):
+                problems.append(f"podFailurePolicy: exit {code} ({meaning}) must be FailIndex (or FailJob), not retried: "
+                                f"is {actions.get(code, 'Count (retried)')}")
+        # The same image, identity, config, Secret and hardening as cronjob.yaml.
+        same = {
+            "image": (ctr.get("image"), base.get("image")),
+            "serviceAccountName": (spec.get("serviceAccountName"), base_spec.get("serviceAccountName")),
+            "automountServiceAccountToken": (spec.get("automountServiceAccountToken"), base_spec.get("automountServiceAccountToken")),
+            "pod securityContext": (spec.get("securityContext"), base_spec.get("securityContext")),
+            "container securityContext": (ctr.get("securityContext"), base.get("securityContext")),
+            "resources": (ctr.get("resources"), base.get("resources")),
+            "envFrom": (ctr.get("envFrom"), base.get("envFrom")),
+            "IAM_INVENTORY_CONFIG": ({e["name"]: e.get("value") for e in ctr.get("env", [])}.get("IAM_INVENTORY_CONFIG"),
+                                     {e["name"]: e.get("value") for e in base.get("env", [])}.get("IAM_INVENTORY_CONFIG")),
+        }
+        for what, (mine, theirs) in same.items():
+            if mine != theirs:
+                problems.append(f"{what} differs from cronjob.yaml's ({mine!r} vs {theirs!r})")
+        vols = {v["name"]: v for v in spec.get("volumes", [])}
+        base_vols = {v["name"]: v for v in base_spec.get("volumes", [])}
+        mounts = {m["mountPath"]: m["name"] for m in ctr.get("volumeMounts", [])}
+        base_mounts = {m["mountPath"]: m["name"] for m in base.get("volumeMounts", [])}
+        def mounted(vs, ms, path):
+            """The volume mounted at path, without its name."""
+            return {k: v for k, v in vs.get(ms.get(path), {}).items() if k != "name"} or None
+        for path in ("/etc/iam-inventory", "/tmp"):
+            if mounted(vols, mounts, path) is None or mounted(vols, mounts, path) != mounted(base_vols, base_mounts, path):
+                problems.append(f"{path} is not mounted as in cronjob.yaml")
+        # `--shard $(JOB_COMPLETION_INDEX)/N sync`, and a store file per index, per pod as it will run.
+        args = [str(a) for a in ctr.get("args", [])]
+        shard_args = [args[i + 1] for i, a in enumerate(args[:-1]) if a == "--shard"] + \
+                     [a.split("=", 1)[1] for a in args if a.startswith("--shard=")]
+        m = re.fullmatch(r"\$\(" + INDEX_VAR + r"\)/(\d+)", shard_args[0]) if len(shard_args) == 1 else None
+        if not m:
+            problems.append(f"args must hold `--shard $({INDEX_VAR})/N` once, found {shard_args or 'none'}")
+        elif n is not None and int(m.group(1)) != n:
+            problems.append(f"--shard …/{m.group(1)} but completions is {n}: the shards would not cover every account once")
+        if "sync" not in args:
+            problems.append("args do not run `sync`")
+        env_names = [e["name"] for e in ctr.get("env", [])]
+        store_tmpl = {e["name"]: e.get("value") for e in ctr.get("env", [])}.get("IAM_INVENTORY__STORE__PATH")
+        if not store_tmpl or f"$({INDEX_VAR})" not in posixpath.basename(store_tmpl):
+            problems.append(f"IAM_INVENTORY__STORE__PATH must name a file per index ($({INDEX_VAR}) in its name), is {store_tmpl!r}")
+        elif INDEX_VAR not in env_names or env_names.index(INDEX_VAR) > env_names.index("IAM_INVENTORY__STORE__PATH"):
+            problems.append(f"{INDEX_VAR} must be declared in env (downward API, annotation "
+                            f"batch.kubernetes.io/job-completion-index) BEFORE IAM_INVENTORY__STORE__PATH: the Job "
+                            f"controller appends it, and an env value only sees variables defined earlier, so every "
+                            f"pod would get the literal path {store_tmpl!r}")
+        else:
+            counts = {int(x) for x in re.findall(r"\d+", posixpath.basename(store_tmpl).replace(f"$({INDEX_VAR})", ""))}
+            if counts and counts != {n}:
+                problems.append(f"the store file name {posixpath.basename(store_tmpl)!r} carries {sorted(counts)}, not N = {n}")
+            notes.append("store name with N" if counts else "store name without N (stores kept across a re-shard)")
+        if not problems and n is not None:
+            work = os.environ.get("WORK", "/tmp")
+            stores = []
+            for i in range(n):
+                env = pod_env(ctr, i)
+                pargs = [k8s_expand(a, env) for a in args]
+                store = env.get("IAM_INVENTORY__STORE__PATH", "")
+                stores.append(store)
+                if f"{i}/{n}" not in pargs or "$(" in store or "$(" in " ".join(pargs):
+                    problems.append(f"pod {i} would run {pargs} on {store!r}")
+                with open(os.path.join(work, f"shard-args-{i}"), "w") as f:
+                    f.write("\n".join(pargs) + "\n")
+                with open(os.path.join(work, f"shard-store-{i}"), "w") as f:
+                    f.write(store + "\n")
+            with open(os.path.join(work, "shard-count"), "w") as f:
+                f.write(f"{n}\n")
+            with open(os.path.join(work, "shard-flags"), "w") as f:
+                f.write("\n".join(a.split("=", 1)[0] for a in args[: args.index("sync")] if a.startswith("--")) + "\n")
+            if len(set(stores)) != n:
+                problems.append(f"pods share a store: {stores}")
+            # The store directory: a claim declared here, ReadWriteMany when pods run side by side.
+            claim = (vols.get(mounts.get(posixpath.dirname(stores[0])), {}).get("persistentVolumeClaim") or {}).get("claimName")
+            pvcs = {d["metadata"]["name"]: d for _, d in k8s if d["kind"] == "PersistentVolumeClaim"}
+            if claim not in pvcs:
+                problems.append(f"{posixpath.dirname(stores[0])} is not a PersistentVolumeClaim declared in deploy/kubernetes/ ({claim!r})")
+            elif n > 1 and "ReadWriteMany" not in pvcs[claim]["spec"].get("accessModes", []):
+                problems.append(f"claim {claim} must be ReadWriteMany: {n} pods on different nodes mount it")
+            elif claim == (base_vols.get(base_mounts.get("/var/lib/iam-inventory"), {}).get("persistentVolumeClaim") or {}).get("claimName"):
+                problems.append(f"claim {claim} is the unsharded store's (pvc.yaml): give the shards their own")
+        if problems:
+            fail(f"{SHARDED}: " + "; ".join(problems))
+        else:
+            ok(f"{SHARDED}: Indexed Job, completions = parallelism = {n} = --shard …/{n}; pod 0 runs "
+               f"`{' '.join(k8s_expand(a, pod_env(ctr, 0)) for a in args)}` "
+               f"on {stores[0]} … {stores[-1]} ({'; '.join(notes)}), claim {claim} ReadWriteMany; "
+               f"backoffLimitPerIndex {job['backoffLimitPerIndex']}, exit 1 and 2 {actions[1]}/{actions[2]}; "
+               f"Forbid; same image, ServiceAccount, ConfigMap, Secret and hardening as cronjob.yaml")
+    except (KeyError, IndexError, TypeError, ValueError) as e:
+        fail(f"{SHARDED}: unexpected manifest shape ({type(e).__name__}: {e})")
 
 # Dockerfile.
 try:
@@ -660,7 +829,8 @@ else
 fi
 
 # --- Kubernetes: the manifests against the API schema (kubernetes-validate, offline) ----------------------------
-# 1.31: the oldest Kubernetes the manifests are written for (CronJob timeZone, Job podFailurePolicy).
+# 1.31: the oldest Kubernetes the manifests are written for (CronJob timeZone, Job podFailurePolicy; the sharded
+# CronJob's backoffLimitPerIndex and FailIndex are beta, on by default, since 1.29, GA in 1.33).
 if [ -x ./.venv/bin/kubernetes-validate ]; then
   if out=$(./.venv/bin/kubernetes-validate --strict --quiet --no-warn -k 1.31.0 deploy/kubernetes/*.yaml 2>&1); then
     ok "kubernetes-validate --strict (Kubernetes 1.31 schema) deploy/kubernetes/*.yaml"
@@ -714,7 +884,7 @@ bin=${IAM_INVENTORY_BIN:-target/debug/iam-inventory}
 stale=""
 [ -x "$bin" ] && stale=$(find src Cargo.toml Cargo.lock -newer "$bin" -print -quit)
 if [ -x "$bin" ] && [ -n "$stale" ]; then
-  skip "config checks: $bin is older than $stale (cargo build, then run again)"
+  skip "config and CLI checks: $bin is older than $stale (cargo build, then run again)"
 elif [ -x "$bin" ]; then
   docker_env=(IAM_INVENTORY_CONFIG=config/iam-inventory.toml IAM_INVENTORY__STORE__PATH="$work/store/i.db"
     IAM_INVENTORY__SERVER__LISTEN=0.0.0.0:9464)
@@ -731,8 +901,42 @@ elif [ -x "$bin" ]; then
       fail "deploy/kubernetes/configmap.yaml's config fails check-config: $out"
     fi
   fi
+  # The sharded CronJob's pods as they will run (the structured checks above expanded $(VAR) in their args
+  # and store path, per index, as the kubelet does): the flags before the subcommand are global flags of
+  # `iam-inventory --help`, and each pod's arguments, `sync` swapped for `check-config`, resolve with the
+  # ConfigMap's config to its own shard I of N.
+  if [ -f "$work/shard-count" ] && [ -f "$work/configmap.toml" ]; then
+    n=$(cat "$work/shard-count")
+    help=$("$bin" --help 2>&1 || true)
+    problems=()
+    flags=()
+    while IFS= read -r flag; do
+      [ -z "$flag" ] && continue
+      flags+=("$flag")
+      grep -qE -- "(^|[ ,])$flag([ =,]|$)" <<<"$help" || problems+=("$flag is not in \`iam-inventory --help\`")
+    done <"$work/shard-flags"
+    for ((i = 0; i < n; i++)); do
+      mapfile -t args <"$work/shard-args-$i"
+      store=$(cat "$work/shard-store-$i")
+      for j in "${!args[@]}"; do [ "${args[$j]}" = sync ] && args[j]=check-config; done
+      if out=$(env -i PATH="$PATH" IAM_INVENTORY_CONFIG="$work/configmap.toml" \
+        IAM_INVENTORY__STORE__PATH="$work/store/$(basename "$store")" IAM_INVENTORY__SERVER__LISTEN=0.0.0.0:9464 \
+        SIEM_TOKEN=x IAM_INVENTORY_EXTERNAL_ID=x "$bin" "${args[@]}" 2>&1); then
+        resolved=$(sed -n '/^\[shard\]$/,/^$/p' <<<"$out" | tr -d ' ' | grep -E '^(index|count)=' | sort | tr '\n' ' ' || true)
+        [ "$resolved" = "count=$n index=$i " ] || { [ "$n" = 1 ] && [ -z "$resolved" ]; } ||
+          problems+=("pod $i resolves [shard] to '${resolved% }', not index=$i count=$n")
+      else
+        problems+=("pod $i (${args[*]}) fails: $(head -1 <<<"$out")")
+      fi
+    done
+    if [ ${#problems[@]} -eq 0 ]; then
+      ok "deploy/kubernetes/sharded-cronjob.yaml: ${flags[*]} in \`iam-inventory --help\`; pods 0..$((n - 1)) pass check-config as shard I of $n"
+    else
+      fail "deploy/kubernetes/sharded-cronjob.yaml against $bin: $(printf '%s; ' "${problems[@]}")"
+    fi
+  fi
 else
-  skip "config checks: no $bin (build it, or set IAM_INVENTORY_BIN)"
+  skip "config and CLI checks: no $bin (build it, or set IAM_INVENTORY_BIN)"
 fi
 
 summary="$passed passed, $failed failed"
