@@ -39,6 +39,10 @@ pub struct Rules {
     /// ListServiceSpecificCredentials (which moto 5.2.5 answers with a 500) answered with these
     /// credentials: (user, id, service, status), in IAM's response shape.
     pub service_credentials: Option<Vec<(String, String, String, String)>>,
+    /// Per account (by the access key that signed the call: the caller's, or one AssumeRole
+    /// handed out through this proxy): at most this many IAM calls per second, like IAM's own
+    /// per-account limit; calls beyond it are answered with 400 Throttling.
+    pub account_rate_limit: Vec<(String, f64)>,
 }
 
 #[derive(Default)]
@@ -47,6 +51,11 @@ struct Inner {
     seen: u64,
     bucket: Option<(f64, std::time::Instant)>,
     calls: BTreeMap<String, u64>,
+    /// Access key id → account, learnt from the AssumeRole answers that went through.
+    keys: std::collections::HashMap<String, String>,
+    /// IAM calls by account (keys the proxy never saw AssumeRole hand out count as `caller`).
+    account_calls: BTreeMap<String, u64>,
+    account_buckets: std::collections::HashMap<String, (f64, std::time::Instant)>,
     throttled: BTreeMap<String, u64>,
     pages: BTreeMap<String, u64>,
     followed: BTreeMap<String, u64>,
@@ -113,6 +122,11 @@ impl Proxy {
         self.inner.lock().unwrap().throttled.clone()
     }
 
+    /// IAM calls by account (see [`Rules::account_rate_limit`]).
+    pub fn calls_by_account(&self) -> BTreeMap<String, u64> {
+        self.inner.lock().unwrap().account_calls.clone()
+    }
+
     /// Pages served by the `page_size` rule, by Action (first pages included).
     pub fn pages(&self) -> BTreeMap<String, u64> {
         self.inner.lock().unwrap().pages.clone()
@@ -129,6 +143,13 @@ impl Drop for Proxy {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// The access key id of a SigV4 `Authorization` header (`… Credential=AKID/date/…`).
+fn access_key(headers: &HeaderMap) -> Option<String> {
+    let auth = headers.get("authorization")?.to_str().ok()?;
+    let rest = auth.split("Credential=").nth(1)?;
+    rest.split('/').next().map(str::to_string)
 }
 
 fn form_value(body: &[u8], key: &str) -> Option<String> {
@@ -248,6 +269,34 @@ async fn handle(
                 }
             }
         }
+        if !is_sts {
+            let account = access_key(&headers)
+                .and_then(|k| g.keys.get(&k).cloned())
+                .unwrap_or_else(|| "caller".into());
+            *g.account_calls.entry(account.clone()).or_default() += 1;
+            let limit = g
+                .rules
+                .account_rate_limit
+                .iter()
+                .find(|(a, _)| *a == account)
+                .map(|(_, r)| *r);
+            if let Some(rate) = limit {
+                let now = std::time::Instant::now();
+                let (tokens, last) = g
+                    .account_buckets
+                    .get(&account)
+                    .copied()
+                    .unwrap_or((rate, now));
+                let tokens =
+                    (tokens + now.duration_since(last).as_secs_f64() * rate).min(rate.max(1.0));
+                if tokens >= 1.0 {
+                    g.account_buckets.insert(account, (tokens - 1.0, now));
+                } else {
+                    g.account_buckets.insert(account, (tokens, now));
+                    throttle = true;
+                }
+            }
+        }
         if throttle {
             *g.throttled.entry(action.clone()).or_default() += 1;
         }
@@ -348,6 +397,10 @@ async fn handle(
             .or_default() += 1;
         body = without_param(&body, "Marker");
     }
+    let assumed_account = (action == "AssumeRole")
+        .then(|| form_value(&body, "RoleArn"))
+        .flatten()
+        .and_then(|arn| arn.split(':').nth(4).map(str::to_string));
     let url = format!(
         "{}{}",
         ctx.upstream,
@@ -384,6 +437,22 @@ async fn handle(
                             )))
                             .unwrap();
                     }
+                }
+            }
+            if action == "AssumeRole" && status.is_success() {
+                // Remember whose keys these are, for the per-account rules and counts.
+                let text = String::from_utf8_lossy(&bytes);
+                let key = text
+                    .split("<AccessKeyId>")
+                    .nth(1)
+                    .and_then(|r| r.split("</AccessKeyId>").next());
+                let account = assumed_account.clone();
+                if let (Some(key), Some(account)) = (key, account) {
+                    ctx.inner
+                        .lock()
+                        .unwrap()
+                        .keys
+                        .insert(key.to_string(), account);
                 }
             }
             if action == "GetCredentialReport" && !report_edits.is_empty() && status.is_success() {

@@ -1,0 +1,172 @@
+//! Many-accounts benchmark: BENCH_ACCOUNTS accounts (default 1,000) reached by AssumeRole in one
+//! moto, BENCH_USERS users each (default 1), collected with `account_concurrency` 4, 16 and 64,
+//! then once more with one account held to 2 IAM calls per second by the proxy (as IAM throttles
+//! one busy account). Prints wall time, calls (total and per account, from the proxy's count by
+//! access key), and how long the throttled account took next to the others.
+//! `cargo bench --bench accounts` (needs ./.venv from scripts/bootstrap.sh).
+
+mod common;
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::time::Instant;
+
+use futures::StreamExt;
+use serde_json::Value;
+use support::moto::{Moto, role_arn};
+
+struct Figures {
+    secs: f64,
+    calls: u64,
+    per_account: Vec<(String, i64)>,
+    ok: usize,
+}
+
+async fn run(endpoint: &str, accounts: &[String], concurrency: usize) -> Figures {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = format!(
+        "[aws]\nendpoint_url = \"{endpoint}\"\nregion = \"us-east-1\"\ninclude_caller_account = false\n[collect]\naccount_concurrency = {concurrency}\ncredential_types = [\"signing_certificates\"]\n[store]\npath = \"{}\"\n[[sinks]]\nname = \"file\"\ntype = \"file\"\npath = \"{}\"\n",
+        dir.path().join("store.db").display(),
+        dir.path().join("out.ndjson").display()
+    );
+    for a in accounts {
+        config.push_str(&format!("[[aws.roles]]\narn = \"{}\"\n", role_arn(a)));
+    }
+    let cfg = dir.path().join("config.toml");
+    std::fs::write(&cfg, config).unwrap();
+    let started = Instant::now();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_iam-inventory"))
+        .args(["--config", cfg.to_str().unwrap(), "sync"])
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .unwrap();
+    let secs = started.elapsed().as_secs_f64();
+    let conn = rusqlite::Connection::open(dir.path().join("store.db")).unwrap();
+    let summary: String = conn
+        .query_row("SELECT summary FROM runs WHERE id = 1", [], |r| r.get(0))
+        .unwrap();
+    let summary: Value = serde_json::from_str(&summary).unwrap();
+    let mut calls = 0;
+    let mut per_account = Vec::new();
+    let mut ok = 0;
+    for a in summary["accounts"].as_array().unwrap() {
+        for n in a["calls"]["attempts"].as_object().unwrap().values() {
+            calls += n.as_u64().unwrap();
+        }
+        ok += usize::from(a["ok"] == true);
+        per_account.push((
+            a["account_id"].as_str().unwrap().to_string(),
+            a["duration_ms"].as_i64().unwrap(),
+        ));
+    }
+    assert!(
+        out.status.code() == Some(0) || out.status.code() == Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Figures {
+        secs,
+        calls,
+        per_account,
+        ok,
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let env = |k: &str, d: usize| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let n = env("BENCH_ACCOUNTS", 1000);
+    let users = env("BENCH_USERS", 1);
+    let accounts: Vec<String> = (0..n)
+        .map(|i| format!("{:012}", 300_000_000_000u64 + i as u64))
+        .collect();
+    let moto = Moto::start();
+    let seeding = Instant::now();
+    futures::stream::iter(&accounts)
+        .map(|a| {
+            let moto = &moto;
+            async move {
+                let iam = moto.iam_in(a).await;
+                for u in 0..users {
+                    iam.create_user()
+                        .user_name(format!("user-{u}"))
+                        .send()
+                        .await
+                        .expect("create user");
+                }
+            }
+        })
+        .buffer_unordered(8)
+        .collect::<Vec<_>>()
+        .await;
+    println!(
+        "accounts benchmark: {n} accounts × {users} user(s) through AssumeRole on moto (seeded in {:.0}s; {})",
+        seeding.elapsed().as_secs_f64(),
+        common::machine()
+    );
+    let proxy = support::proxy::Proxy::start(&moto.endpoint, Default::default()).await;
+    println!(
+        "{:<36} {:>9} {:>10} {:>14} {:>12}",
+        "run", "seconds", "calls", "calls/account", "accounts ok"
+    );
+    for concurrency in [4, 16, 64] {
+        let f = run(&proxy.endpoint, &accounts, concurrency).await;
+        println!(
+            "{:<36} {:>9.1} {:>10} {:>14.1} {:>12}",
+            format!("account_concurrency = {concurrency}"),
+            f.secs,
+            f.calls,
+            f.calls as f64 / n as f64,
+            f.ok
+        );
+    }
+    // One account throttled by IAM: it is slower; the others are not held up by it.
+    let slow = accounts[n / 2].clone();
+    proxy.set_rules(support::proxy::Rules {
+        account_rate_limit: vec![(slow.clone(), 2.0)],
+        ..Default::default()
+    });
+    let f = run(&proxy.endpoint, &accounts, 16).await;
+    let mut others: Vec<i64> = f
+        .per_account
+        .iter()
+        .filter(|(a, _)| *a != slow)
+        .map(|(_, ms)| *ms)
+        .collect();
+    others.sort_unstable();
+    let throttled_ms = f
+        .per_account
+        .iter()
+        .find(|(a, _)| *a == slow)
+        .map_or(0, |(_, ms)| *ms);
+    println!(
+        "{:<36} {:>9.1} {:>10} {:>14.1} {:>12}",
+        "16, one account at 2 calls/s",
+        f.secs,
+        f.calls,
+        f.calls as f64 / n as f64,
+        f.ok
+    );
+    println!(
+        "throttled account: {:.1} s (throttled answers: {}); the others: median {:.2} s, 99th percentile {:.2} s",
+        throttled_ms as f64 / 1000.0,
+        proxy.throttled().values().sum::<u64>(),
+        others[others.len() / 2] as f64 / 1000.0,
+        others[others.len() * 99 / 100] as f64 / 1000.0,
+    );
+    let by_account = proxy.calls_by_account();
+    println!(
+        "proxy's count by access key: {} accounts seen, {} IAM calls in all",
+        by_account.len(),
+        by_account.values().sum::<u64>()
+    );
+}
