@@ -76,14 +76,64 @@ async fn run(endpoint: &str, accounts: &[String], concurrency: usize) -> Figures
     }
 }
 
+/// Runs the daemon (sync at start) and probes /healthz every 50 ms until the sync is done.
+/// Returns the probe latencies (ms) and the sync's duration (s).
+async fn healthz_during_sync(endpoint: &str, accounts: &[String]) -> (Vec<f64>, f64) {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut config = format!(
+        "[aws]\nendpoint_url = \"{endpoint}\"\nregion = \"us-east-1\"\ninclude_caller_account = false\n[collect]\naccount_concurrency = 16\ncredential_types = [\"signing_certificates\"]\n[store]\npath = \"{}\"\n[schedule]\ncron = \"0 0 2 1 1 *\"\nrun_on_start = true\n[server]\nlisten = \"127.0.0.1:{port}\"\n[[sinks]]\nname = \"file\"\ntype = \"file\"\npath = \"{}\"\n",
+        dir.path().join("store.db").display(),
+        dir.path().join("out.ndjson").display()
+    );
+    for a in accounts {
+        config.push_str(&format!("[[aws.roles]]\narn = \"{}\"\n", role_arn(a)));
+    }
+    let cfg = dir.path().join("config.toml");
+    std::fs::write(&cfg, config).unwrap();
+    let mut daemon = tokio::process::Command::new(env!("CARGO_BIN_EXE_iam-inventory"))
+        .args(["--config", cfg.to_str().unwrap(), "run"])
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let health = format!("http://127.0.0.1:{port}/healthz");
+    let started = Instant::now();
+    let mut latencies = Vec::new();
+    let mut seen_running = false;
+    while started.elapsed().as_secs() < 1800 {
+        let t = Instant::now();
+        let answer = client.get(&health).send().await;
+        let ms = t.elapsed().as_secs_f64() * 1000.0;
+        if let Ok(r) = answer {
+            let body: Value =
+                serde_json::from_str(&r.text().await.unwrap_or_default()).unwrap_or_default();
+            if body["sync_running"] == true {
+                seen_running = true;
+                latencies.push(ms);
+            } else if seen_running || body["last_sync_finished"].is_string() {
+                break;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let _ = daemon.start_kill();
+    let _ = daemon.wait().await;
+    (latencies, secs)
+}
+
 #[tokio::main]
 async fn main() {
-    let env = |k: &str, d: usize| {
-        std::env::var(k)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(d)
-    };
+    let env = common::env_usize;
     let n = env("BENCH_ACCOUNTS", 1000);
     let users = env("BENCH_USERS", 1);
     let accounts: Vec<String> = (0..n)
@@ -163,6 +213,20 @@ async fn main() {
         others[others.len() / 2] as f64 / 1000.0,
         others[others.len() * 99 / 100] as f64 / 1000.0,
     );
+    // /healthz while the daemon syncs every account: the sync must not stall the server.
+    proxy.set_rules(Default::default());
+    let (latencies, secs) = healthz_during_sync(&proxy.endpoint, &accounts).await;
+    let mut sorted = latencies.clone();
+    sorted.sort_by(f64::total_cmp);
+    if !sorted.is_empty() {
+        println!(
+            "/healthz during a daemon sync of {n} accounts ({secs:.0} s, {} probes every 50 ms): median {:.1} ms, 99th percentile {:.1} ms, max {:.1} ms",
+            sorted.len(),
+            sorted[sorted.len() / 2],
+            sorted[sorted.len() * 99 / 100],
+            sorted[sorted.len() - 1]
+        );
+    }
     let by_account = proxy.calls_by_account();
     println!(
         "proxy's count by access key: {} accounts seen, {} IAM calls in all",

@@ -71,12 +71,7 @@ fn lines(path: &std::path::Path) -> usize {
 
 #[tokio::main]
 async fn main() {
-    let env = |k: &str, d: usize| {
-        std::env::var(k)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(d)
-    };
+    let env = common::env_usize;
     let users = env("BENCH_USERS", 2000);
     let changes = env("BENCH_CHANGES", 20);
     let moto = Moto::start();

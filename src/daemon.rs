@@ -132,7 +132,7 @@ pub async fn run(config: Config) -> anyhow::Result<i32> {
             on_report: Arc::new(move |r| lock(&on_report.metrics).record_refresh(r)),
             on_error: Arc::new(move || lock(&on_error.metrics).record_source_error()),
         };
-        crate::refresh::spawn(config.clone(), store.clone(), hooks, stop_rx.clone()).await
+        crate::refresh::spawn(config.clone(), store.clone(), hooks, stop_rx.clone())
     };
 
     wait_for_signal().await;

@@ -66,29 +66,16 @@ impl Metrics {
             if a.fallback.is_some() {
                 *self.bulk_fallbacks.entry(a.account_id.clone()).or_default() += 1;
             }
-            for (kind, n) in [
-                ("created", a.created),
-                ("updated", a.updated),
-                ("deleted", a.deleted),
-                ("retired", a.retired),
-            ] {
-                *self
-                    .changes
-                    .entry((a.account_id.clone(), kind))
-                    .or_default() += n as u64;
-            }
-            for (op, n) in &a.calls.attempts {
-                *self
-                    .calls
-                    .entry((a.account_id.clone(), op.clone()))
-                    .or_default() += n;
-            }
-            for (op, n) in &a.calls.throttles {
-                *self
-                    .throttles
-                    .entry((a.account_id.clone(), op.clone()))
-                    .or_default() += n;
-            }
+            self.record_account(
+                &a.account_id,
+                [
+                    ("created", a.created),
+                    ("updated", a.updated),
+                    ("deleted", a.deleted),
+                    ("retired", a.retired),
+                ],
+                &a.calls,
+            );
         }
         self.record_sinks(&r.sinks);
         for (sink, n) in &r.pruned.undelivered {
@@ -122,28 +109,15 @@ impl Metrics {
         }
         self.users_refreshed += r.users() as u64;
         for a in &r.accounts {
-            for (kind, n) in [
-                ("created", a.created),
-                ("updated", a.updated),
-                ("deleted", a.deleted),
-            ] {
-                *self
-                    .changes
-                    .entry((a.account_id.clone(), kind))
-                    .or_default() += n as u64;
-            }
-            for (op, n) in &a.calls.attempts {
-                *self
-                    .calls
-                    .entry((a.account_id.clone(), op.clone()))
-                    .or_default() += n;
-            }
-            for (op, n) in &a.calls.throttles {
-                *self
-                    .throttles
-                    .entry((a.account_id.clone(), op.clone()))
-                    .or_default() += n;
-            }
+            self.record_account(
+                &a.account_id,
+                [
+                    ("created", a.created),
+                    ("updated", a.updated),
+                    ("deleted", a.deleted),
+                ],
+                &a.calls,
+            );
         }
         self.record_sinks(&r.sinks);
         if let Some(lag) = r.lag_ms().filter(|_| r.events > 0) {
@@ -151,6 +125,30 @@ impl Metrics {
             self.lag_last = Some(secs);
             self.lag_sum += secs;
             self.lag_count += 1;
+        }
+    }
+
+    /// One account's changes by kind and its AWS calls (a sync's or a refresh's).
+    fn record_account<const N: usize>(
+        &mut self,
+        account: &str,
+        changes: [(&'static str, usize); N],
+        calls: &crate::collect::CallStats,
+    ) {
+        for (kind, n) in changes {
+            *self.changes.entry((account.to_string(), kind)).or_default() += n as u64;
+        }
+        for (op, n) in &calls.attempts {
+            *self
+                .calls
+                .entry((account.to_string(), op.clone()))
+                .or_default() += n;
+        }
+        for (op, n) in &calls.throttles {
+            *self
+                .throttles
+                .entry((account.to_string(), op.clone()))
+                .or_default() += n;
         }
     }
 

@@ -447,23 +447,27 @@ impl Hooks {
     }
 }
 
-/// Starts the configured source's loop (a task that ends at shutdown).
-pub async fn spawn(
+/// Starts the configured source's loop (a task that ends at shutdown). Connecting the accounts
+/// happens in the task, so the daemon is listening for signals and serving /healthz meanwhile.
+pub fn spawn(
     config: Arc<Config>,
     store: Arc<Store>,
     hooks: Hooks,
-    stop: tokio::sync::watch::Receiver<bool>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Option<tokio::task::JoinHandle<()>> {
     let source = config.events_source.clone()?;
-    let refresher = Refresher::connect(config, store).await;
-    Some(match source.kind {
-        crate::config::EventsSourceType::Sqs => {
-            tokio::spawn(sqs::run(refresher, source, hooks, stop))
+    Some(tokio::spawn(async move {
+        let refresher = tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            r = Refresher::connect(config, store) => r,
+        };
+        match source.kind {
+            crate::config::EventsSourceType::Sqs => sqs::run(refresher, source, hooks, stop).await,
+            crate::config::EventsSourceType::Cloudtrail => {
+                cloudtrail::run(refresher, source, hooks, stop).await
+            }
         }
-        crate::config::EventsSourceType::Cloudtrail => {
-            tokio::spawn(cloudtrail::run(refresher, source, hooks, stop))
-        }
-    })
+    }))
 }
 
 /// One line per refresh in the log.

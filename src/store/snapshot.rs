@@ -411,9 +411,13 @@ impl Store {
             }
             if !w.dry_run {
                 tx.execute(
-                    "INSERT OR REPLACE INTO run_accounts
+                    // A refresh writes an account once per actor: the counts add up.
+                    "INSERT INTO run_accounts
                    (run_id, account_id, role_arn, status, users, created, updated, deleted)
-                 VALUES (?1, ?2, ?3, 'ok', ?4, ?5, ?6, ?7)",
+                 VALUES (?1, ?2, ?3, 'ok', ?4, ?5, ?6, ?7)
+                 ON CONFLICT (run_id, account_id) DO UPDATE SET status = 'ok',
+                   users = users + excluded.users, created = created + excluded.created,
+                   updated = updated + excluded.updated, deleted = deleted + excluded.deleted",
                     params![
                         w.run_id,
                         w.account_id,

@@ -37,6 +37,19 @@ fn metric(text: &str, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Puts on the queue what EventBridge would for an IAM call by Admin/jane, now.
+async fn announce(
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+    account: &str,
+    event: &str,
+    id: &str,
+    params: Value,
+) {
+    let record = trail_record(account, event, id, &now_rfc3339(), params);
+    send(sqs, url, eventbridge_message(&record)).await;
+}
+
 async fn send(sqs: &aws_sdk_sqs::Client, url: &str, body: String) {
     sqs.send_message()
         .queue_url(url)
@@ -184,16 +197,13 @@ async fn an_sqs_event_refreshes_one_user_and_names_who_did_it() {
     // Deleted only when IAM confirms: a DeleteUser event for bob, who still exists, deletes
     // nothing; carol's, after she is gone, deletes her.
     let seen = received(&rx).len();
-    send(
+    announce(
         &sqs,
         &queue,
-        eventbridge_message(&trail_record(
-            CALLER_ACCOUNT,
-            "DeleteUser",
-            "e-del-bob",
-            &now_rfc3339(),
-            json!({"userName": "bob"}),
-        )),
+        CALLER_ACCOUNT,
+        "DeleteUser",
+        "e-del-bob",
+        json!({"userName": "bob"}),
     )
     .await;
     for g in iam
@@ -217,29 +227,23 @@ async fn an_sqs_event_refreshes_one_user_and_names_who_did_it() {
         .await
         .unwrap();
     iam.delete_user().user_name("carol").send().await.unwrap();
-    send(
+    announce(
         &sqs,
         &queue,
-        eventbridge_message(&trail_record(
-            CALLER_ACCOUNT,
-            "DeleteUser",
-            "e-del-carol",
-            &now_rfc3339(),
-            json!({"userName": "carol"}),
-        )),
+        CALLER_ACCOUNT,
+        "DeleteUser",
+        "e-del-carol",
+        json!({"userName": "carol"}),
     )
     .await;
     // Not ours: another account, and a message that is not an event at all.
-    send(
+    announce(
         &sqs,
         &queue,
-        eventbridge_message(&trail_record(
-            "999999999999",
-            "CreateUser",
-            "e-other",
-            &now_rfc3339(),
-            json!({"userName": "zed"}),
-        )),
+        "999999999999",
+        "CreateUser",
+        "e-other",
+        json!({"userName": "zed"}),
     )
     .await;
     send(&sqs, &queue, "this is not an EventBridge event".into()).await;
@@ -391,16 +395,13 @@ async fn group_and_policy_changes_refresh_the_members_and_a_rename_is_a_delete_a
         .await
         .unwrap();
     let before = proxy.calls();
-    send(
+    announce(
         &sqs,
         &queue,
-        eventbridge_message(&trail_record(
-            CALLER_ACCOUNT,
-            "AttachGroupPolicy",
-            "e-g1",
-            &now_rfc3339(),
-            json!({"groupName": "developers", "policyArn": policy_arn}),
-        )),
+        CALLER_ACCOUNT,
+        "AttachGroupPolicy",
+        "e-g1",
+        json!({"groupName": "developers", "policyArn": policy_arn}),
     )
     .await;
     let got = events_for(&rx, first, &["bob", "carol"]).await;
@@ -434,16 +435,13 @@ async fn group_and_policy_changes_refresh_the_members_and_a_rename_is_a_delete_a
         .await
         .unwrap();
     let seen = received(&rx).len();
-    send(
+    announce(
         &sqs,
         &queue,
-        eventbridge_message(&trail_record(
-            CALLER_ACCOUNT,
-            "CreatePolicyVersion",
-            "e-p1",
-            &now_rfc3339(),
-            json!({"policyArn": policy_arn, "setAsDefault": true}),
-        )),
+        CALLER_ACCOUNT,
+        "CreatePolicyVersion",
+        "e-p1",
+        json!({"policyArn": policy_arn, "setAsDefault": true}),
     )
     .await;
     let got = events_for(&rx, seen, &["bob", "carol"]).await;
@@ -464,16 +462,13 @@ async fn group_and_policy_changes_refresh_the_members_and_a_rename_is_a_delete_a
         .await
         .unwrap();
     let seen = received(&rx).len();
-    send(
+    announce(
         &sqs,
         &queue,
-        eventbridge_message(&trail_record(
-            CALLER_ACCOUNT,
-            "UpdateUser",
-            "e-u1",
-            &now_rfc3339(),
-            json!({"userName": "ci-deploy", "newUserName": "ci-release"}),
-        )),
+        CALLER_ACCOUNT,
+        "UpdateUser",
+        "e-u1",
+        json!({"userName": "ci-deploy", "newUserName": "ci-release"}),
     )
     .await;
     let got = events_for(&rx, seen, &["ci-deploy", "ci-release"]).await;
