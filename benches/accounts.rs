@@ -35,15 +35,7 @@ async fn run(endpoint: &str, accounts: &[String], concurrency: usize) -> Figures
     let cfg = dir.path().join("config.toml");
     std::fs::write(&cfg, config).unwrap();
     let started = Instant::now();
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_iam-inventory"))
-        .args(["--config", cfg.to_str().unwrap(), "sync"])
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("RUST_LOG", "warn")
-        .output()
-        .await
-        .unwrap();
+    let out = common::binary(&cfg, &["sync"]).output().await.unwrap();
     let secs = started.elapsed().as_secs_f64();
     let conn = rusqlite::Connection::open(dir.path().join("store.db")).unwrap();
     let summary: String = conn
@@ -95,15 +87,7 @@ async fn healthz_during_sync(endpoint: &str, accounts: &[String]) -> (Vec<f64>, 
     }
     let cfg = dir.path().join("config.toml");
     std::fs::write(&cfg, config).unwrap();
-    let mut daemon = tokio::process::Command::new(env!("CARGO_BIN_EXE_iam-inventory"))
-        .args(["--config", cfg.to_str().unwrap(), "run"])
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("RUST_LOG", "warn")
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut daemon = common::binary(&cfg, &["run"]).spawn().unwrap();
     let client = reqwest::Client::new();
     let health = format!("http://127.0.0.1:{port}/healthz");
     let started = Instant::now();

@@ -93,15 +93,7 @@ async fn run(endpoint: &str, accounts: &[String], strategy: &str, extra: &str) -
     let cfg = dir.path().join("config.toml");
     std::fs::write(&cfg, config).unwrap();
     let started = Instant::now();
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_iam-inventory"))
-        .args(["--config", cfg.to_str().unwrap(), "sync"])
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("RUST_LOG", "warn")
-        .output()
-        .await
-        .unwrap();
+    let out = common::binary(&cfg, &["sync"]).output().await.unwrap();
     let secs = started.elapsed().as_secs_f64();
     assert!(
         out.status.success(),

@@ -119,20 +119,7 @@ async fn main() {
         format!("{}{}", &config[..events_at], &config[sinks_at..]),
     )
     .unwrap();
-    let bin = env!("CARGO_BIN_EXE_iam-inventory");
-    let command_with = |config: &std::path::Path, args: &[&str]| {
-        let mut c = tokio::process::Command::new(bin);
-        c.arg("--config")
-            .arg(config)
-            .args(args)
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("RUST_LOG", "warn")
-            .kill_on_drop(true);
-        c
-    };
-
+    let command_with = common::binary;
     let command = |args: &[&str]| command_with(&cfg, args);
 
     // 1. The full bulk sync (the baseline: what a cron-only setup pays to see any change).

@@ -95,6 +95,15 @@ impl<'a> PreparedRecord<'a> {
     }
 }
 
+/// A snapshot row as a write sees it before applying its records.
+struct Known {
+    content_hash: String,
+    record_hash: String,
+    user_name: String,
+    /// Under the write's path prefix (only such users can be deleted).
+    under_prefix: bool,
+}
+
 /// What one account's write did.
 #[derive(Debug, Default, Clone)]
 pub struct AccountOutcome {
@@ -152,7 +161,7 @@ impl Store {
         let mut outcome = AccountOutcome::default();
         let e = |what: &'static str| move |err: rusqlite::Error| self.sql_err(what, err);
         {
-            // Hashes only: an unchanged user (most of a re-sync) costs one index lookup and no
+            // Hashes only: an unchanged user (most of a re-sync) costs a hash comparison and no
             // record text; the stored record is read only to diff a user whose content changed.
             let mut lookup = tx
                 .prepare_cached("SELECT content_hash, record_hash FROM snapshot WHERE uid = ?1")
@@ -248,14 +257,56 @@ impl Store {
                 Ok(())
             };
 
+            // What the snapshot holds for this write's scope (the account, or the names a refresh
+            // read): hashes and identity only, in one pass, instead of a lookup per user. What is
+            // left in it after the records are applied was not seen.
+            let names = w
+                .only_users
+                .map(|n| serde_json::to_string(n).unwrap_or_else(|_| "[]".into()));
+            let mut known: std::collections::HashMap<String, Known> = {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "SELECT uid, content_hash, record_hash, user_name,
+                                substr(path, 1, length(?2)) = ?2
+                         FROM snapshot
+                         WHERE account_id = ?1
+                           AND (?3 IS NULL OR (user_name IN (SELECT value FROM json_each(?3))
+                                                AND uid NOT LIKE '%:root'))",
+                    )
+                    .map_err(e("cannot read the snapshot"))?;
+                let rows = stmt
+                    .query_map(params![w.account_id, w.path_prefix, names], |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            Known {
+                                content_hash: r.get(1)?,
+                                record_hash: r.get(2)?,
+                                user_name: r.get(3)?,
+                                under_prefix: r.get(4)?,
+                            },
+                        ))
+                    })
+                    .map_err(e("cannot read the snapshot"))?;
+                rows.collect::<rusqlite::Result<_>>()
+                    .map_err(e("cannot read the snapshot"))?
+            };
             let mut seen = std::collections::HashSet::new();
             for mut rec in records {
+                // A user listed twice (a list answer that repeated itself) is written once.
+                if !seen.insert(rec.uid.clone()) {
+                    continue;
+                }
                 outcome.users += 1;
-                seen.insert(rec.uid.clone());
-                let existing: Option<(String, String)> = lookup
-                    .query_row(params![rec.uid], |r| Ok((r.get(0)?, r.get(1)?)))
-                    .optional()
-                    .map_err(e("cannot read the snapshot"))?;
+                let existing: Option<(String, String)> = match known.remove(&rec.uid) {
+                    Some(k) => Some((k.content_hash, k.record_hash)),
+                    // A whole account's rows are all in `known`; a refresh's scope is its names,
+                    // so a record outside them (none expected) is looked up.
+                    None if w.only_users.is_some() => lookup
+                        .query_row(params![rec.uid], |r| Ok((r.get(0)?, r.get(1)?)))
+                        .optional()
+                        .map_err(e("cannot read the snapshot"))?,
+                    None => None,
+                };
                 match existing {
                     None => {
                         let text = rec.record().to_string();
@@ -353,33 +404,11 @@ impl Store {
             // gone from IAM (deleted); outside it they were not asked about (a narrower
             // path_prefix) and are retired from the snapshot, never reported as deleted. A refresh
             // asked only about some names: only their rows can be unseen.
-            let names = w
-                .only_users
-                .map(|n| serde_json::to_string(n).unwrap_or_else(|_| "[]".into()));
-            let unseen: Vec<(String, String, bool)> = {
-                let mut stmt = tx
-                    .prepare_cached(
-                        "SELECT uid, user_name, substr(path, 1, length(?2)) = ?2 FROM snapshot
-                         WHERE account_id = ?1
-                           AND (?3 IS NULL OR (user_name IN (SELECT value FROM json_each(?3))
-                                                AND uid NOT LIKE '%:root'))
-                         ORDER BY uid",
-                    )
-                    .map_err(e("cannot read the snapshot"))?;
-                let rows = stmt
-                    .query_map(params![w.account_id, w.path_prefix, names], |r| {
-                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                    })
-                    .map_err(e("cannot read the snapshot"))?;
-                let mut unseen = Vec::new();
-                for row in rows {
-                    let row: (String, String, bool) = row.map_err(e("cannot read the snapshot"))?;
-                    if !seen.contains(&row.0) {
-                        unseen.push(row);
-                    }
-                }
-                unseen
-            };
+            let mut unseen: Vec<(String, String, bool)> = known
+                .into_iter()
+                .map(|(uid, k)| (uid, k.user_name, k.under_prefix))
+                .collect();
+            unseen.sort();
             for (uid, user_name, under_prefix) in unseen {
                 // The last known record goes into the change log with the deletion.
                 let last: String = stored
