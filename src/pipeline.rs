@@ -17,7 +17,6 @@ use crate::collect::extras::{Extras, FromBulk};
 use crate::collect::users::list_users;
 use crate::collect::{
     AccountError, AccountTarget, AccountUsers, CallStats, Provenance, accounts, build_base_config,
-    resolve_accounts,
 };
 use crate::config::{Config, Strategy};
 use crate::deliver::{SinkReport, deliver_all};
@@ -236,37 +235,21 @@ async fn run_locked(
 
         // 1. Who is who: every target's identity first, in config order, so an account reached twice
         //    (the caller's account also listed as a role) is collected once, always the same way.
-        let mut targets = resolve_accounts(&config.aws);
-        let mut discovery_failure: Option<Collected> = None;
-        if let Some(org) = &config.aws.organization {
-            let counter = CallCounter::default();
-            let started = now_ms();
-            match accounts::discover_organization(&base, org, counter.clone()).await {
-                Ok(found) => {
-                    tracing::info!(
-                        accounts = found.len(),
-                        "accounts discovered in the organization"
-                    );
-                    // Explicit [[aws.roles]] win for their accounts.
-                    let explicit: std::collections::HashSet<String> =
-                        targets.iter().map(AccountTarget::label).collect();
-                    targets.extend(found.into_iter().filter(|t| !explicit.contains(&t.label())));
-                }
-                Err(error) => {
-                    let failure = AccountError {
-                        account_id: "organization".into(),
-                        role_arn: None,
-                        error,
-                    };
-                    discovery_failure =
-                        Some((Err(failure), counter.snapshot(), now_ms() - started));
-                }
-            }
-        }
         // Sharded: only this shard's accounts (a role's account is known from its ARN; the
         // caller's once connected).
         let shard = config.shard;
-        targets.retain(|t| t.role.as_ref().is_none_or(|r| shard.owns(r.account_id())));
+        let counter = CallCounter::default();
+        let started = now_ms();
+        let (targets, discovery) =
+            accounts::configured_targets(&base, &config.aws, shard, counter.clone()).await;
+        let discovery_failure: Option<Collected> = discovery.map(|error| {
+            let failure = AccountError {
+                account_id: "organization".into(),
+                role_arn: None,
+                error,
+            };
+            (Err(failure), counter.snapshot(), now_ms() - started)
+        });
         let connecting = connect_all(&base, targets, config.collect.account_concurrency);
         let connected = match options.stop.clone() {
             Some(mut stop) => tokio::select! {
@@ -697,10 +680,10 @@ async fn collect_connected(
             };
             // With an events source, CloudTrail narrows an older report's fresh checks to the
             // users changed since it (the refresh fixes anything CloudTrail shows later).
-            let region = config.events_source.as_ref().map(|e| match e.kind {
-                crate::config::EventsSourceType::Cloudtrail => e.effective_region(),
-                crate::config::EventsSourceType::Sqs => "us-east-1".to_string(),
-            });
+            let region = config
+                .events_source
+                .as_ref()
+                .map(crate::config::EventsSourceConfig::trail_region);
             let changed_since = region.as_deref().map(|region| ChangedSince {
                 sdk: &acc.sdk,
                 region,

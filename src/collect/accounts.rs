@@ -11,7 +11,7 @@ use aws_sdk_iam::config::SharedCredentialsProvider;
 
 use super::calls::CallCounter;
 use super::{AccountError, CollectError};
-use crate::config::{AwsConfig, OrganizationConfig, RetryMode, RoleConfig};
+use crate::config::{AwsConfig, OrganizationConfig, RetryMode, RoleConfig, ShardConfig};
 
 const DEFAULT_SESSION_NAME: &str = "iam-inventory";
 
@@ -41,6 +41,36 @@ pub fn resolve_accounts(aws: &AwsConfig) -> Vec<AccountTarget> {
         role: Some(r.clone()),
     }));
     out
+}
+
+/// Every account target of the configuration: the caller's and each `[[aws.roles]]`, plus, with
+/// `[aws.organization]`, every account discovered (explicit roles win for their accounts). With
+/// shards, only this shard's roles (a role's account is in its ARN; the caller's account is known,
+/// and filtered, once connected). A failed discovery is returned beside the explicit targets.
+pub async fn configured_targets(
+    base: &SdkConfig,
+    aws: &AwsConfig,
+    shard: ShardConfig,
+    counter: CallCounter,
+) -> (Vec<AccountTarget>, Option<CollectError>) {
+    let mut targets = resolve_accounts(aws);
+    let mut failure = None;
+    if let Some(org) = &aws.organization {
+        match discover_organization(base, org, counter).await {
+            Ok(found) => {
+                tracing::info!(
+                    accounts = found.len(),
+                    "accounts discovered in the organization"
+                );
+                let explicit: std::collections::HashSet<String> =
+                    targets.iter().map(AccountTarget::label).collect();
+                targets.extend(found.into_iter().filter(|t| !explicit.contains(&t.label())));
+            }
+            Err(e) => failure = Some(e),
+        }
+    }
+    targets.retain(|t| t.role.as_ref().is_none_or(|r| shard.owns(r.account_id())));
+    (targets, failure)
 }
 
 /// `[aws.organization]`: every ACTIVE account of the organization (Organizations ListAccounts with

@@ -127,6 +127,15 @@ impl EventsSourceConfig {
         Ok(())
     }
 
+    /// Where CloudTrail is asked (LookupEvents): the configured region for `cloudtrail`; for `sqs`
+    /// (whose `region` is the queue's) us-east-1, where IAM records its events.
+    pub fn trail_region(&self) -> String {
+        match self.kind {
+            EventsSourceType::Cloudtrail => self.effective_region(),
+            EventsSourceType::Sqs => "us-east-1".into(),
+        }
+    }
+
     /// The region to call: configured, else the queue URL's (`sqs.<region>.amazonaws.com`), else
     /// us-east-1.
     pub fn effective_region(&self) -> String {

@@ -28,7 +28,7 @@ pub async fn run(
         poll_secs = source.poll_secs,
         "incremental refresh: polling CloudTrail LookupEvents"
     );
-    let region = source.effective_region();
+    let region = source.trail_region();
     let pace = Duration::from_secs_f64(1.0 / source.requests_per_sec);
     let overlap_ms = (source.overlap_secs as i64) * 1000;
     loop {

@@ -21,7 +21,7 @@ use crate::collect::calls::CallStats;
 use crate::collect::events::{Actor, IamEvent, Target};
 use crate::collect::extras::Extras;
 use crate::collect::single::{refresh_users, resolve_targets};
-use crate::collect::{AccountTarget, CollectError, Provenance, accounts, build_base_config};
+use crate::collect::{CollectError, Provenance, accounts, build_base_config};
 use crate::config::Config;
 use crate::deliver::{SinkReport, deliver_all};
 use crate::pipeline::{connect_all, dedupe};
@@ -134,21 +134,12 @@ impl Refresher {
     /// events for those accounts are held back (not acknowledged) until they connect.
     pub async fn reconnect(&mut self) {
         let base = build_base_config(&self.config.aws).await;
-        let mut targets = accounts::resolve_accounts(&self.config.aws);
-        if let Some(org) = &self.config.aws.organization {
-            match accounts::discover_organization(&base, org, Default::default()).await {
-                Ok(found) => {
-                    let explicit: std::collections::HashSet<String> =
-                        targets.iter().map(AccountTarget::label).collect();
-                    targets.extend(found.into_iter().filter(|t| !explicit.contains(&t.label())));
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "incremental refresh: organization discovery failed; refreshing the accounts reached before")
-                }
-            }
-        }
         let shard = self.config.shard;
-        targets.retain(|t| t.role.as_ref().is_none_or(|r| shard.owns(r.account_id())));
+        let (targets, discovery) =
+            accounts::configured_targets(&base, &self.config.aws, shard, Default::default()).await;
+        if let Some(e) = discovery {
+            tracing::warn!(error = %e, "incremental refresh: organization discovery failed; refreshing the accounts reached before");
+        }
         let connected = connect_all(&base, targets, self.config.collect.account_concurrency).await;
         let (mut ready, failed) = dedupe(connected);
         ready.retain(|(acc, _, _)| shard.owns(&acc.account_id));
@@ -231,6 +222,7 @@ impl Refresher {
         )
         .await?;
         let run_id = store.begin_refresh(report.started_ms)?;
+        report.run_id = Some(run_id);
         let span = tracing::info_span!("refresh", run_id, source = report.source);
         let result = async {
             for (account_id, events) in by_account {

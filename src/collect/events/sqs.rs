@@ -40,10 +40,6 @@ impl Queue {
         }
     }
 
-    pub fn url(&self) -> &str {
-        &self.url
-    }
-
     /// Waits up to `wait_secs` for messages (long poll), at most `max` (1–10).
     pub async fn receive(&self, wait_secs: i32, max: i32) -> Result<Vec<Message>, CollectError> {
         let out = self
