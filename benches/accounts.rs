@@ -22,18 +22,31 @@ struct Figures {
     ok: usize,
 }
 
-async fn run(endpoint: &str, accounts: &[String], concurrency: usize) -> Figures {
-    let dir = tempfile::tempdir().unwrap();
+/// Writes `config.toml` in `dir`: every account through its role, a store and a file sink there,
+/// and `extra` sections.
+fn write_config(
+    dir: &std::path::Path,
+    endpoint: &str,
+    accounts: &[String],
+    concurrency: usize,
+    extra: &str,
+) -> std::path::PathBuf {
     let mut config = format!(
-        "[aws]\nendpoint_url = \"{endpoint}\"\nregion = \"us-east-1\"\ninclude_caller_account = false\n[collect]\naccount_concurrency = {concurrency}\ncredential_types = [\"signing_certificates\"]\n[store]\npath = \"{}\"\n[[sinks]]\nname = \"file\"\ntype = \"file\"\npath = \"{}\"\n",
-        dir.path().join("store.db").display(),
-        dir.path().join("out.ndjson").display()
+        "[aws]\nendpoint_url = \"{endpoint}\"\nregion = \"us-east-1\"\ninclude_caller_account = false\n[collect]\naccount_concurrency = {concurrency}\ncredential_types = [\"signing_certificates\"]\n[store]\npath = \"{}\"\n{extra}[[sinks]]\nname = \"file\"\ntype = \"file\"\npath = \"{}\"\n",
+        dir.join("store.db").display(),
+        dir.join("out.ndjson").display()
     );
     for a in accounts {
         config.push_str(&format!("[[aws.roles]]\narn = \"{}\"\n", role_arn(a)));
     }
-    let cfg = dir.path().join("config.toml");
+    let cfg = dir.join("config.toml");
     std::fs::write(&cfg, config).unwrap();
+    cfg
+}
+
+async fn run(endpoint: &str, accounts: &[String], concurrency: usize) -> Figures {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), endpoint, accounts, concurrency, "");
     let started = Instant::now();
     let out = common::binary(&cfg, &["sync"]).output().await.unwrap();
     let secs = started.elapsed().as_secs_f64();
@@ -77,16 +90,15 @@ async fn healthz_during_sync(endpoint: &str, accounts: &[String]) -> (Vec<f64>, 
         .local_addr()
         .unwrap()
         .port();
-    let mut config = format!(
-        "[aws]\nendpoint_url = \"{endpoint}\"\nregion = \"us-east-1\"\ninclude_caller_account = false\n[collect]\naccount_concurrency = 16\ncredential_types = [\"signing_certificates\"]\n[store]\npath = \"{}\"\n[schedule]\ncron = \"0 0 2 1 1 *\"\nrun_on_start = true\n[server]\nlisten = \"127.0.0.1:{port}\"\n[[sinks]]\nname = \"file\"\ntype = \"file\"\npath = \"{}\"\n",
-        dir.path().join("store.db").display(),
-        dir.path().join("out.ndjson").display()
+    let cfg = write_config(
+        dir.path(),
+        endpoint,
+        accounts,
+        16,
+        &format!(
+            "[schedule]\ncron = \"0 0 2 1 1 *\"\nrun_on_start = true\n[server]\nlisten = \"127.0.0.1:{port}\"\n"
+        ),
     );
-    for a in accounts {
-        config.push_str(&format!("[[aws.roles]]\narn = \"{}\"\n", role_arn(a)));
-    }
-    let cfg = dir.path().join("config.toml");
-    std::fs::write(&cfg, config).unwrap();
     let mut daemon = common::binary(&cfg, &["run"]).spawn().unwrap();
     let client = reqwest::Client::new();
     let health = format!("http://127.0.0.1:{port}/healthz");

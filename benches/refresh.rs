@@ -170,9 +170,7 @@ async fn main() {
             .await
             .unwrap();
     }
-    let now = time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap();
+    let now = iam_inventory::clock::rfc3339(iam_inventory::clock::now_ms());
     let sent = Instant::now();
     for (i, name) in changed.iter().enumerate() {
         let record = trail_record(

@@ -192,18 +192,7 @@ async fn oomnitza_create_update_no_change_delete_outage_recovery() {
     assert_eq!(oom.portions().len(), 2, "an empty sync opens no portion");
 
     // A deleted user stays in the asset database (on_delete = keep, the default).
-    iam.remove_user_from_group()
-        .group_name("developers")
-        .user_name("carol")
-        .send()
-        .await
-        .unwrap();
-    iam.delete_login_profile()
-        .user_name("carol")
-        .send()
-        .await
-        .unwrap();
-    iam.delete_user().user_name("carol").send().await.unwrap();
+    crate::support::moto::delete_user(&iam, "carol").await;
     let out = ws.run(&cfg, &["sync"], &[]).await;
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(oom.records("users").len(), 4);
@@ -350,18 +339,7 @@ async fn on_delete_removes_deleted_users_from_elasticsearch() {
     ));
     assert_eq!(ws.run(&cfg, &["sync"], &[]).await.code, 0);
     assert_eq!((os.count("users").await, os.count("archive").await), (4, 4));
-    iam.remove_user_from_group()
-        .group_name("developers")
-        .user_name("carol")
-        .send()
-        .await
-        .unwrap();
-    iam.delete_login_profile()
-        .user_name("carol")
-        .send()
-        .await
-        .unwrap();
-    iam.delete_user().user_name("carol").send().await.unwrap();
+    crate::support::moto::delete_user(&iam, "carol").await;
     // ci-deploy is gone from the index already (someone cleaned up): its delete is a 404, done.
     let ci = "arn:aws:iam::123456789012:user/engineering/automation/ci-deploy";
     let (status, _) = os

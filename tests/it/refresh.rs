@@ -9,17 +9,17 @@ use crate::daemon::{get, wait_until};
 use crate::fixtures::{aws_section, seed_standard};
 use crate::support::cli::Workspace;
 use crate::support::free_port;
+use iam_inventory::clock::now_ms;
+
 use crate::support::moto::{
-    CALLER_ACCOUNT, Moto, eventbridge_message, events_queue, queue_depth, trail_record,
+    CALLER_ACCOUNT, Moto, delete_user, eventbridge_message, events_queue, queue_depth, trail_record,
 };
 use crate::support::proxy::{Proxy, Rules};
 use crate::support::receiver::Receiver;
 use crate::support::schema::assert_valid;
 
 fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap()
+    iam_inventory::clock::rfc3339(now_ms())
 }
 
 /// Every record and event the receiver got, in order.
@@ -206,27 +206,7 @@ async fn an_sqs_event_refreshes_one_user_and_names_who_did_it() {
         json!({"userName": "bob"}),
     )
     .await;
-    for g in iam
-        .list_groups_for_user()
-        .user_name("carol")
-        .send()
-        .await
-        .unwrap()
-        .groups()
-    {
-        iam.remove_user_from_group()
-            .group_name(g.group_name())
-            .user_name("carol")
-            .send()
-            .await
-            .unwrap();
-    }
-    iam.delete_login_profile()
-        .user_name("carol")
-        .send()
-        .await
-        .unwrap();
-    iam.delete_user().user_name("carol").send().await.unwrap();
+    delete_user(&iam, "carol").await;
     announce(
         &sqs,
         &queue,
@@ -506,27 +486,16 @@ async fn cloudtrail_polling_refreshes_from_a_stored_cursor_and_resumes_after_a_r
     seed_standard(&iam).await;
     let proxy = Proxy::start(&moto.endpoint, Rules::default()).await;
     let trail = CloudTrail::new();
+    // The IAM calls of the assumed role Admin, session jane, as CloudTrail records them.
+    let by_jane = |event: &str, params: Value| {
+        TrailEvent::by_role(CALLER_ACCOUNT, "Admin", "jane", event, params)
+    };
     // Two events a page, forcing NextToken paging; CloudTrail's own limit of 2 requests a second.
     trail.set_page_size(2);
     trail.set_rate_limit(Some(2.0));
     proxy.attach_cloudtrail(&trail);
-    let now_ms = || {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as i64
-    };
     // An hour old: before the first poll's window (now − overlap_secs), never refreshed.
-    trail.record(
-        TrailEvent::by_role(
-            CALLER_ACCOUNT,
-            "Admin",
-            "jane",
-            "TagUser",
-            json!({"userName": "alice"}),
-        )
-        .at_ms(now_ms() - 3_600_000),
-    );
+    trail.record(by_jane("TagUser", json!({"userName": "alice"})).at_ms(now_ms() - 3_600_000));
     let rx = Receiver::start().await;
     let ws = Workspace::new();
     let port = free_port();
@@ -562,24 +531,9 @@ async fn cloudtrail_polling_refreshes_from_a_stored_cursor_and_resumes_after_a_r
         .send()
         .await
         .unwrap();
-    trail.record(TrailEvent::by_role(
-        CALLER_ACCOUNT,
-        "Admin",
-        "jane",
-        "GetUser",
-        json!({"userName": "bob"}),
-    ));
-    trail.record(TrailEvent::by_role(
-        CALLER_ACCOUNT,
-        "Admin",
-        "jane",
-        "CreateRole",
-        json!({"roleName": "x"}),
-    ));
-    trail.record(TrailEvent::by_role(
-        CALLER_ACCOUNT,
-        "Admin",
-        "jane",
+    trail.record(by_jane("GetUser", json!({"userName": "bob"})));
+    trail.record(by_jane("CreateRole", json!({"roleName": "x"})));
+    trail.record(by_jane(
         "TagUser",
         json!({"userName": "bob", "tags": [{"key": "on-call", "value": "yes"}]}),
     ));

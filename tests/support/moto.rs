@@ -235,6 +235,38 @@ impl Moto {
     }
 }
 
+/// Deletes a user as IAM requires: out of its groups, without its console password, then the
+/// user (seeded users have no keys left to delete when this is used).
+pub async fn delete_user(iam: &aws_sdk_iam::Client, user: &str) {
+    let groups = iam
+        .list_groups_for_user()
+        .user_name(user)
+        .send()
+        .await
+        .expect("list groups");
+    for g in groups.groups() {
+        iam.remove_user_from_group()
+            .group_name(g.group_name())
+            .user_name(user)
+            .send()
+            .await
+            .expect("leave group");
+    }
+    // NoSuchEntity when the user has no password: nothing to delete.
+    if let Err(e) = iam.delete_login_profile().user_name(user).send().await {
+        assert!(
+            e.as_service_error()
+                .is_some_and(|e| e.is_no_such_entity_exception()),
+            "delete login profile: {e:?}"
+        );
+    }
+    iam.delete_user()
+        .user_name(user)
+        .send()
+        .await
+        .expect("delete user");
+}
+
 /// Creates a queue with a dead-letter queue that takes a message after `max_receives` receipts,
 /// and a visibility timeout of `visibility_secs`, as deploy/iam-events-queue.yaml does. Returns
 /// (queue URL, DLQ URL).
