@@ -478,9 +478,9 @@ pub fn write_account(
         .map(|u| {
             let provenance = &acc.provenance;
             PreparedRecord::lazy(
-                u.arn.clone(),
-                u.user_name.clone(),
-                u.path.clone(),
+                u.arn.as_str(),
+                u.user_name.as_str(),
+                u.path.as_str(),
                 input_hash(u, provenance),
                 move || to_ocsf(u, provenance, collected_ms),
             )

@@ -14,11 +14,110 @@ pub fn content_hash(v: &Value) -> String {
     hex::encode(Sha256::digest(&buf))
 }
 
+/// The record's text (canonical, as [`content_hash`] writes it) and its content hash (of the same
+/// text without the volatile fields), in one walk: what `(text, content_hash(&strip_volatile(v)))`
+/// gives without copying the record to strip it.
+pub fn text_and_content_hash(v: &Value) -> (String, String) {
+    static VOLATILE: std::sync::LazyLock<Vec<Vec<&'static str>>> = std::sync::LazyLock::new(|| {
+        crate::transform::VOLATILE_FIELDS
+            .iter()
+            .map(|p| p.split('.').collect())
+            .collect()
+    });
+    let paths: Vec<&[&str]> = VOLATILE.iter().map(Vec::as_slice).collect();
+    let mut full = Vec::with_capacity(2048);
+    let mut stable = Vec::with_capacity(2048);
+    write_both(v, &mut full, &mut stable, &paths);
+    // Serialized JSON is UTF-8.
+    let text = String::from_utf8(full).unwrap_or_default();
+    (text, hex::encode(Sha256::digest(&stable)))
+}
+
+/// Writes `v` to `full`, and to `stable` without what `volatile` (dotted paths below `v`, `[]`
+/// marking an array's elements) names.
+fn write_both(v: &Value, full: &mut Vec<u8>, stable: &mut Vec<u8>, volatile: &[&[&str]]) {
+    let map = match v {
+        Value::Object(map) if !volatile.is_empty() => map,
+        // Nothing volatile below: written once, copied.
+        _ => {
+            let start = full.len();
+            write_canonical(v, full);
+            stable.extend_from_slice(&full[start..]);
+            return;
+        }
+    };
+    full.push(b'{');
+    stable.push(b'{');
+    let (mut first_full, mut first_stable) = (true, true);
+    for k in sorted_keys(map) {
+        let child = &map[k];
+        let (mut gone, mut below, mut elements) = (false, Vec::new(), Vec::new());
+        for path in volatile {
+            let Some((head, rest)) = path.split_first() else {
+                continue;
+            };
+            if *head == k.as_str() {
+                if rest.is_empty() {
+                    gone = true;
+                } else {
+                    below.push(rest);
+                }
+            } else if head.strip_suffix("[]") == Some(k.as_str()) {
+                elements.push(rest);
+            }
+        }
+        let mut key = Vec::with_capacity(k.len() + 3);
+        let _ = serde_json::to_writer(&mut key, k);
+        key.push(b':');
+        if !first_full {
+            full.push(b',');
+        }
+        first_full = false;
+        full.extend_from_slice(&key);
+        if gone {
+            write_canonical(child, full);
+            continue;
+        }
+        if !first_stable {
+            stable.push(b',');
+        }
+        first_stable = false;
+        stable.extend_from_slice(&key);
+        match child {
+            Value::Array(items) if !elements.is_empty() => {
+                full.push(b'[');
+                stable.push(b'[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        full.push(b',');
+                        stable.push(b',');
+                    }
+                    write_both(item, full, stable, &elements);
+                }
+                full.push(b']');
+                stable.push(b']');
+            }
+            _ => write_both(child, full, stable, &below),
+        }
+    }
+    full.push(b'}');
+    stable.push(b'}');
+}
+
+/// An object's keys in order: serde_json's map is already sorted, unless a dependency turns on
+/// `preserve_order`.
+fn sorted_keys(map: &serde_json::Map<String, Value>) -> Vec<&String> {
+    let mut keys: Vec<&String> = map.keys().collect();
+    if !keys.is_sorted() {
+        keys.sort();
+    }
+    keys
+}
+
 fn write_canonical(v: &Value, out: &mut Vec<u8>) {
     match v {
         Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
+            let keys = sorted_keys(map);
             out.push(b'{');
             for (i, k) in keys.into_iter().enumerate() {
                 if i > 0 {
@@ -181,6 +280,24 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    /// One walk gives what the record's text and the hash of its stripped copy give.
+    #[test]
+    fn text_and_content_hash_match_the_stripped_copy() {
+        use crate::transform::{strip_volatile, to_ocsf};
+        let user = crate::transform::ocsf::tests::sample_user();
+        let source = crate::transform::ocsf::tests::source();
+        let records = [
+            to_ocsf(&user, &source, 1_700_000_000_000),
+            json!({"time": 5, "a": [{"last_used_time": 1, "b": 2}], "user": {"programmatic_credentials": [{"uid": "K", "last_used_time": 3}], "ldap_person": {"last_login_time": 4, "z": null}}}),
+            json!([1, {"time": 2}]),
+        ];
+        for record in records {
+            let (text, hash) = text_and_content_hash(&record);
+            assert_eq!(text, record.to_string());
+            assert_eq!(hash, content_hash(&strip_volatile(&record)));
+        }
     }
 
     #[test]

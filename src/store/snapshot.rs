@@ -3,17 +3,21 @@
 use rusqlite::{OptionalExtension, params};
 use serde_json::Value;
 
-use super::diff::{content_hash, field_changes};
-use super::{ChangeKind, ChangeRow, Result, Store};
+use super::diff::{content_hash, field_changes, text_and_content_hash};
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
+
+use super::{ChangeKind, ChangeRow, Result, Store, StoreError};
 use crate::transform::strip_volatile;
 
 /// A record ready for the store, identified by a hash of what it is built from. The record itself
 /// (and its content hash and text) is built only when the row must be written: most users of a
 /// re-sync are unchanged, and for them neither the OCSF record nor its JSON is ever made.
 pub struct PreparedRecord<'a> {
-    pub uid: String,
-    pub user_name: String,
-    pub path: String,
+    /// Borrowed from the collected user where it can be: an unchanged user then costs no copy.
+    pub uid: Cow<'a, str>,
+    pub user_name: Cow<'a, str>,
+    pub path: Cow<'a, str>,
     /// Equal means nothing at all changed: the sha256 of the record without `time`
     /// ([`Self::from_record`]), or of what the record is built from, with the transform's own
     /// revision ([`Self::lazy`]).
@@ -50,9 +54,9 @@ impl<'a> PreparedRecord<'a> {
         let path = text(&record, "/unmapped/user/path");
         let record = without_time(record);
         PreparedRecord {
-            uid,
-            user_name,
-            path,
+            uid: uid.into(),
+            user_name: user_name.into(),
+            path: path.into(),
             record_hash: content_hash(&record),
             record: Lazy::Built(record),
         }
@@ -60,16 +64,16 @@ impl<'a> PreparedRecord<'a> {
 
     /// A record known by its identity and input hash, built by `build` only if the store needs it.
     pub fn lazy(
-        uid: String,
-        user_name: String,
-        path: String,
+        uid: impl Into<Cow<'a, str>>,
+        user_name: impl Into<Cow<'a, str>>,
+        path: impl Into<Cow<'a, str>>,
         input_hash: String,
         build: impl FnOnce() -> Value + Send + 'a,
     ) -> PreparedRecord<'a> {
         PreparedRecord {
-            uid,
-            user_name,
-            path,
+            uid: uid.into(),
+            user_name: user_name.into(),
+            path: path.into(),
             record_hash: input_hash,
             record: Lazy::Later(Some(Box::new(build)), None),
         }
@@ -93,6 +97,22 @@ impl<'a> PreparedRecord<'a> {
     pub fn content_hash(&mut self) -> String {
         content_hash(&strip_volatile(self.record()))
     }
+}
+
+/// How many records the builder thread hands the writer at once (it runs at most two batches
+/// ahead).
+const BATCH: usize = 128;
+
+/// A record on its way from the builder thread to the writer: its identity, and its text and
+/// content hash unless its input hash matched the snapshot's (`None`: unchanged). The record's
+/// JSON tree stays with the builder, which frees it: thousands of small allocations freed on
+/// another thread make the two threads contend for the allocator (measured: slower than one).
+struct Ready {
+    uid: String,
+    user_name: String,
+    path: String,
+    record_hash: String,
+    built: Option<(String, String)>,
 }
 
 /// A snapshot row as a write sees it before applying its records.
@@ -141,11 +161,12 @@ pub struct AccountWrite<'a> {
 impl Store {
     /// Upserts every record of a successfully collected account, records the changes, and deletes the
     /// users under the prefix that the collection did not see — all in one transaction.
-    pub fn apply_account<'r>(
-        &self,
-        w: &AccountWrite<'_>,
-        records: impl IntoIterator<Item = PreparedRecord<'r>>,
-    ) -> Result<AccountOutcome> {
+    pub fn apply_account<'r, I>(&self, w: &AccountWrite<'_>, records: I) -> Result<AccountOutcome>
+    where
+        I: IntoIterator<Item = PreparedRecord<'r>>,
+        I::IntoIter: Send,
+    {
+        self.bound_wal();
         let mut conn = self.lock();
         // A dry run only reads (its store may be opened read-only): a deferred transaction gives it a
         // consistent view without taking the write lock a running daemon needs.
@@ -257,68 +278,178 @@ impl Store {
                 Ok(())
             };
 
+            // Building a record (the OCSF mapping, its text, its content hash) and writing it are
+            // about equal work: a builder thread runs ahead of the writer, so a first sync keeps two
+            // cores busy. The builder also sorts out the users whose input hash says they are
+            // unchanged (most of a re-sync): they never reach the writer, unless a refresh must
+            // stamp their rows.
+            //
             // What the snapshot holds for this write's scope (the account, or the names a refresh
-            // read): hashes and identity only, in one pass, instead of a lookup per user. What is
-            // left in it after the records are applied was not seen.
-            let names = w
-                .only_users
-                .map(|n| serde_json::to_string(n).unwrap_or_else(|_| "[]".into()));
-            let mut known: std::collections::HashMap<String, Known> = {
-                let mut stmt = tx
-                    .prepare_cached(
-                        "SELECT uid, content_hash, record_hash, user_name,
-                                substr(path, 1, length(?2)) = ?2
-                         FROM snapshot
-                         WHERE account_id = ?1
-                           AND (?3 IS NULL OR (user_name IN (SELECT value FROM json_each(?3))
-                                                AND uid NOT LIKE '%:root'))",
-                    )
-                    .map_err(e("cannot read the snapshot"))?;
-                let rows = stmt
-                    .query_map(params![w.account_id, w.path_prefix, names], |r| {
-                        Ok((
-                            r.get::<_, String>(0)?,
-                            Known {
-                                content_hash: r.get(1)?,
-                                record_hash: r.get(2)?,
-                                user_name: r.get(3)?,
-                                under_prefix: r.get(4)?,
+            // read), hashes and identity only, is read in one pass while the builder already
+            // draws records (and so computes their input hashes). What is left unseen after the
+            // records are applied is gone.
+            let known_cell: std::sync::OnceLock<HashMap<String, Known>> =
+                std::sync::OnceLock::new();
+            let refresh = w.only_users.is_some();
+            let mut unseen = std::thread::scope(|scope| -> Result<_> {
+                let known_ref = &known_cell;
+                let (known_read, on_known) = std::sync::mpsc::sync_channel::<()>(1);
+                // Handed over in batches: one hand-over per record costs more than the work of an
+                // unchanged one.
+                let (ready, arrivals) = std::sync::mpsc::sync_channel::<Vec<Ready>>(2);
+                let mut records = records.into_iter();
+                let builder = scope.spawn(move || {
+                    // Drawn ahead until the writer has read the snapshot's hashes.
+                    let mut ahead = Vec::new();
+                    loop {
+                        match on_known.try_recv() {
+                            Ok(()) => break,
+                            Err(std::sync::mpsc::TryRecvError::Empty) => match records.next() {
+                                Some(rec) => ahead.push(rec),
+                                None => {
+                                    let _ = on_known.recv();
+                                    break;
+                                }
                             },
-                        ))
-                    })
-                    .map_err(e("cannot read the snapshot"))?;
-                rows.collect::<rusqlite::Result<_>>()
-                    .map_err(e("cannot read the snapshot"))?
-            };
-            let mut seen = std::collections::HashSet::new();
-            for mut rec in records {
-                // A user listed twice (a list answer that repeated itself) is written once.
-                if !seen.insert(rec.uid.clone()) {
-                    continue;
-                }
-                outcome.users += 1;
-                let existing: Option<(String, String)> = match known.remove(&rec.uid) {
-                    Some(k) => Some((k.content_hash, k.record_hash)),
+                            Err(std::sync::mpsc::TryRecvError::Disconnected) => break,
+                        }
+                    }
+                    // Not set: the writer failed to read it (and returns its error).
+                    let empty = HashMap::new();
+                    let known_ref = known_ref.get().unwrap_or(&empty);
+                    // Which stored users were seen: borrowed from `known`, so an unchanged user
+                    // costs no allocation. New users are remembered only to skip repeats.
+                    let mut seen_known: HashSet<&str> = HashSet::with_capacity(known_ref.len());
+                    let mut seen_new: HashSet<String> = HashSet::new();
+                    let (mut users, mut unchanged) = (0usize, 0usize);
+                    let mut batch = Vec::with_capacity(BATCH);
+                    for mut rec in ahead.into_iter().chain(records) {
+                        // A user listed twice (a list answer that repeated itself) is written once.
+                        let same = match known_ref.get_key_value(rec.uid.as_ref()) {
+                            Some((uid, k)) => {
+                                if !seen_known.insert(uid.as_str()) {
+                                    continue;
+                                }
+                                k.record_hash == rec.record_hash
+                            }
+                            None => {
+                                if !seen_new.insert(rec.uid.to_string()) {
+                                    continue;
+                                }
+                                false
+                            }
+                        };
+                        users += 1;
+                        if same && !refresh {
+                            unchanged += 1;
+                            continue;
+                        }
+                        let built = (!same).then(|| text_and_content_hash(rec.record()));
+                        let PreparedRecord {
+                            uid,
+                            user_name,
+                            path,
+                            record_hash,
+                            ..
+                        } = rec;
+                        batch.push(Ready {
+                            uid: uid.into_owned(),
+                            user_name: user_name.into_owned(),
+                            path: path.into_owned(),
+                            record_hash,
+                            built,
+                        });
+                        if batch.len() == BATCH {
+                            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                            // The writer stopped (a store error): nothing more to build.
+                            if ready.send(full).is_err() {
+                                break;
+                            }
+                        }
+                    }
+                    let _ = ready.send(batch);
+                    // Users of this account that this collection did not see: under the prefix
+                    // they are gone from IAM (deleted); outside it they were not asked about (a
+                    // narrower path_prefix) and are retired from the snapshot, never reported as
+                    // deleted. A refresh asked only about some names: only their rows can be
+                    // unseen.
+                    let unseen: Vec<(String, String, bool)> = known_ref
+                        .iter()
+                        .filter(|(uid, _)| !seen_known.contains(uid.as_str()))
+                        .map(|(uid, k)| (uid.clone(), k.user_name.clone(), k.under_prefix))
+                        .collect();
+                    (unseen, users, unchanged)
+                });
+                let names = w
+                    .only_users
+                    .map(|n| serde_json::to_string(n).unwrap_or_else(|_| "[]".into()));
+                let known: HashMap<String, Known> = {
+                    let mut stmt = tx
+                        .prepare_cached(
+                            "SELECT uid, content_hash, record_hash, user_name,
+                                    substr(path, 1, length(?2)) = ?2
+                             FROM snapshot
+                             WHERE account_id = ?1
+                               AND (?3 IS NULL OR (user_name IN (SELECT value FROM json_each(?3))
+                                                    AND uid NOT LIKE '%:root'))",
+                        )
+                        .map_err(e("cannot read the snapshot"))?;
+                    let rows = stmt
+                        .query_map(params![w.account_id, w.path_prefix, names], |r| {
+                            Ok((
+                                r.get::<_, String>(0)?,
+                                Known {
+                                    content_hash: r.get(1)?,
+                                    record_hash: r.get(2)?,
+                                    user_name: r.get(3)?,
+                                    under_prefix: r.get(4)?,
+                                },
+                            ))
+                        })
+                        .map_err(e("cannot read the snapshot"))?;
+                    rows.collect::<rusqlite::Result<_>>()
+                        .map_err(e("cannot read the snapshot"))?
+                };
+                let known_ref = known_ref.get_or_init(|| known);
+                let _ = known_read.send(());
+                for rec in arrivals.into_iter().flatten() {
+                    let known = known_ref.get(&rec.uid);
                     // A whole account's rows are all in `known`; a refresh's scope is its names,
                     // so a record outside them (none expected) is looked up.
-                    None if w.only_users.is_some() => lookup
-                        .query_row(params![rec.uid], |r| Ok((r.get(0)?, r.get(1)?)))
-                        .optional()
-                        .map_err(e("cannot read the snapshot"))?,
-                    None => None,
-                };
-                match existing {
-                    None => {
-                        let text = rec.record().to_string();
+                    let looked_up: Option<(String, String)> =
+                        if known.is_none() && w.only_users.is_some() {
+                            lookup
+                                .query_row(params![rec.uid], |r| Ok((r.get(0)?, r.get(1)?)))
+                                .optional()
+                                .map_err(e("cannot read the snapshot"))?
+                        } else {
+                            None
+                        };
+                    // (content hash, record hash) stored for this user, if any.
+                    let existing: Option<(&str, &str)> = known
+                        .map(|k| (k.content_hash.as_str(), k.record_hash.as_str()))
+                        .or(looked_up.as_ref().map(|(c, r)| (c.as_str(), r.as_str())));
+                    // Not built: `known` had the same input hash. Built, the lookup may still have.
+                    let unchanged =
+                        existing.is_some_and(|(_, record_hash)| record_hash == rec.record_hash);
+                    let Some((text, new_content_hash)) = rec.built.filter(|_| !unchanged) else {
+                        if write && w.only_users.is_some() {
+                            touch
+                                .execute(params![rec.uid, w.collected_ms, w.run_id])
+                                .map_err(e("cannot write the snapshot"))?;
+                        }
+                        outcome.unchanged += 1;
+                        continue;
+                    };
+                    let Some((content_hash, _)) = existing else {
                         if write {
-                            let content_hash = rec.content_hash();
                             insert
                                 .execute(params![
                                     rec.uid,
                                     w.account_id,
                                     rec.user_name,
                                     rec.path,
-                                    content_hash,
+                                    new_content_hash,
                                     rec.record_hash,
                                     text,
                                     w.collected_ms,
@@ -335,79 +466,65 @@ impl Store {
                             Vec::new(),
                             &text,
                         )?;
-                    }
-                    Some((_, record_hash)) if record_hash == rec.record_hash => {
-                        if write && w.only_users.is_some() {
-                            touch
-                                .execute(params![rec.uid, w.collected_ms, w.run_id])
-                                .map_err(e("cannot write the snapshot"))?;
+                        continue;
+                    };
+                    // Same content hash: only volatile fields (last-used times) moved. Kept fresh
+                    // in the snapshot, but not a change.
+                    let fields = if content_hash == new_content_hash {
+                        Vec::new()
+                    } else {
+                        let old_record: String = stored
+                            .query_row(params![rec.uid], |r| r.get(0))
+                            .map_err(e("cannot read the snapshot"))?;
+                        let old: Value = serde_json::from_str(&old_record).unwrap_or(Value::Null);
+                        let new: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+                        field_changes(&strip_volatile(&old), &strip_volatile(&new))
+                    };
+                    if write {
+                        rewrite
+                            .execute(params![
+                                rec.uid,
+                                w.account_id,
+                                rec.user_name,
+                                rec.path,
+                                new_content_hash,
+                                rec.record_hash,
+                                text,
+                                w.collected_ms,
+                                w.run_id,
+                                !fields.is_empty()
+                            ])
+                            .map_err(e("cannot write the snapshot"))?;
+                        // The hash moved without any field changing (what counts as volatile
+                        // changed between versions): carry the sinks' acknowledgements over, so
+                        // nothing is re-sent for a change that is not one.
+                        if fields.is_empty() && content_hash != new_content_hash {
+                            rehash_acks
+                                .execute(params![rec.uid, content_hash, new_content_hash])
+                                .map_err(e("cannot write sink state"))?;
                         }
+                    }
+                    if fields.is_empty() {
                         outcome.unchanged += 1;
-                    }
-                    Some((content_hash, _)) => {
-                        let new_content_hash = rec.content_hash();
-                        // Same content hash: only volatile fields (last-used times) moved. Kept fresh in
-                        // the snapshot, but not a change.
-                        let fields = if content_hash == new_content_hash {
-                            Vec::new()
-                        } else {
-                            let old_record: String = stored
-                                .query_row(params![rec.uid], |r| r.get(0))
-                                .map_err(e("cannot read the snapshot"))?;
-                            let old: Value =
-                                serde_json::from_str(&old_record).unwrap_or(Value::Null);
-                            field_changes(&strip_volatile(&old), &strip_volatile(rec.record()))
-                        };
-                        let text = rec.record().to_string();
-                        if write {
-                            rewrite
-                                .execute(params![
-                                    rec.uid,
-                                    w.account_id,
-                                    rec.user_name,
-                                    rec.path,
-                                    new_content_hash,
-                                    rec.record_hash,
-                                    text,
-                                    w.collected_ms,
-                                    w.run_id,
-                                    !fields.is_empty()
-                                ])
-                                .map_err(e("cannot write the snapshot"))?;
-                            // The hash moved without any field changing (what counts as volatile
-                            // changed between versions): carry the sinks' acknowledgements over, so
-                            // nothing is re-sent for a change that is not one.
-                            if fields.is_empty() && content_hash != new_content_hash {
-                                rehash_acks
-                                    .execute(params![rec.uid, content_hash, new_content_hash])
-                                    .map_err(e("cannot write sink state"))?;
-                            }
-                        }
-                        if fields.is_empty() {
-                            outcome.unchanged += 1;
-                        } else {
-                            outcome.updated += 1;
-                            push_change(
-                                &mut outcome,
-                                &rec.uid,
-                                &rec.user_name,
-                                ChangeKind::Updated,
-                                fields,
-                                &text,
-                            )?;
-                        }
+                    } else {
+                        outcome.updated += 1;
+                        push_change(
+                            &mut outcome,
+                            &rec.uid,
+                            &rec.user_name,
+                            ChangeKind::Updated,
+                            fields,
+                            &text,
+                        )?;
                     }
                 }
-            }
-
-            // Users of this account that this collection did not see: under the prefix they are
-            // gone from IAM (deleted); outside it they were not asked about (a narrower
-            // path_prefix) and are retired from the snapshot, never reported as deleted. A refresh
-            // asked only about some names: only their rows can be unseen.
-            let mut unseen: Vec<(String, String, bool)> = known
-                .into_iter()
-                .map(|(uid, k)| (uid, k.user_name, k.under_prefix))
-                .collect();
+                let (unseen, users, unchanged) = builder
+                    .join()
+                    .map_err(|_| StoreError("internal error: the record builder failed".into()))?;
+                outcome.users += users;
+                outcome.unchanged += unchanged;
+                Ok(unseen)
+            })?;
             unseen.sort();
             for (uid, user_name, under_prefix) in unseen {
                 // The last known record goes into the change log with the deletion.
@@ -659,13 +776,8 @@ mod tests {
                 only_users: None,
                 actor: None,
             };
-            let rec = PreparedRecord::lazy(
-                "arn:aws:iam::1:user/a".into(),
-                "a".into(),
-                "/".into(),
-                "in:same".into(),
-                build,
-            );
+            let rec =
+                PreparedRecord::lazy("arn:aws:iam::1:user/a", "a", "/", "in:same".into(), build);
             store.apply_account(&w, [rec]).unwrap()
         };
         assert_eq!(write_lazy(1_000, Box::new(|| record("x"))).created, 1);

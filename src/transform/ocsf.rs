@@ -366,25 +366,28 @@ pub fn input_hash(user: &crate::collect::IamUser, source: &Provenance) -> String
         h.update(include_str!("ocsf.rs").as_bytes());
         h.finalize().into()
     });
-    struct Hasher(Sha256);
-    impl std::io::Write for Hasher {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.update(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
+    // Serialized into a reused buffer and hashed at once: feeding the hasher token by token costs
+    // more than the serialization.
+    thread_local! {
+        static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
-    let mut h = Hasher(Sha256::new());
-    h.0.update(*REVISION);
-    // Serializing plain structs into the hasher cannot fail (no maps with non-string keys).
-    let _ = serde_json::to_writer(&mut h, &(user, source));
-    format!("in:{}", hex::encode(h.0.finalize()))
+    let digest = BUFFER.with_borrow_mut(|buf| {
+        buf.clear();
+        // Serializing plain structs cannot fail (no maps with non-string keys).
+        let _ = serde_json::to_writer(&mut *buf, &(user, source));
+        let mut h = Sha256::new();
+        h.update(*REVISION);
+        h.update(&buf[..]);
+        h.finalize()
+    });
+    let mut out = String::with_capacity(67);
+    out.push_str("in:");
+    out.push_str(&hex::encode(digest));
+    out
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::collect::credentials::{Credential, CredentialKind};
     use crate::collect::permissions::{Permissions, PolicyRef};
@@ -459,7 +462,7 @@ mod tests {
         }
     }
 
-    fn source() -> Provenance {
+    pub(crate) fn source() -> Provenance {
         Provenance {
             account_id: "123456789012".into(),
             role_arn: None,
