@@ -5,6 +5,7 @@
 
 pub mod acks;
 pub mod changes;
+mod checkpoint;
 pub mod diff;
 pub mod event_source;
 pub mod lock;
@@ -88,6 +89,23 @@ pub enum ExportError {
 pub struct Store {
     conn: Mutex<Connection>,
     path: PathBuf,
+    /// A writable store's WAL checkpoints, off the writer's path.
+    checkpointer: Option<checkpoint::Checkpointer>,
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.checkpointer.take() {
+            // The hook holds a bell: removing it lets the thread end; the writer's close then does
+            // the last checkpoint, as SQLite does for the last connection.
+            let _ = self
+                .conn
+                .get_mut()
+                .unwrap_or_else(|e| e.into_inner())
+                .wal_hook(None::<fn(&mut rusqlite::hooks::Wal, i32) -> rusqlite::Result<()>>);
+            c.stop();
+        }
+    }
 }
 
 /// How a store is opened.
@@ -179,13 +197,34 @@ impl Store {
                 "store {shown} has schema {version} and needs migrating to {known}: run `iam-inventory sync` once"
             )));
         }
+        let mut checkpointer = None;
         if mode == OpenMode::ReadWrite {
             mark_dead_runs(&conn).map_err(|e| err("cannot write (is it read-only?)", &e))?;
+            checkpointer = Some(
+                checkpoint::Checkpointer::start(path, &mut conn)
+                    .map_err(|e| err("cannot open for checkpoints", &e))?,
+            );
         }
         Ok(Store {
             conn: Mutex::new(conn),
             path: path.to_path_buf(),
+            checkpointer,
         })
+    }
+
+    /// Before a large write: keeps the WAL bounded (see `checkpoint::BOUND_PAGES`).
+    pub(crate) fn bound_wal(&self) {
+        if let Some(c) = &self.checkpointer {
+            c.bound();
+        }
+    }
+
+    /// Waits for the background WAL checkpoints asked for so far (benchmarks use it to keep one
+    /// phase's checkpoint out of the next phase's figure).
+    pub fn settle(&self) {
+        if let Some(c) = &self.checkpointer {
+            c.settle();
+        }
     }
 
     /// The store's file.
