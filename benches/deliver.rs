@@ -12,34 +12,14 @@ mod common;
 mod support;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use axum::body::Bytes;
 use iam_inventory::clock::now_ms;
 use iam_inventory::config::{Config, SinkConfig};
 use iam_inventory::deliver::deliver_all;
 use iam_inventory::pipeline::{peak_rss_bytes, write_account};
 use iam_inventory::store::{OpenMode, Store};
-
-async fn receiver() -> (String, Arc<AtomicU64>) {
-    let count = Arc::new(AtomicU64::new(0));
-    let c = count.clone();
-    let app = axum::Router::new().fallback(move |body: Bytes| {
-        let c = c.clone();
-        async move {
-            c.fetch_add(
-                body.iter().filter(|b| **b == b'\n').count() as u64,
-                Ordering::Relaxed,
-            );
-            "ok"
-        }
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (format!("http://{addr}/ingest"), count)
-}
 
 fn sink(name: &str, url: &str, extra: &str) -> SinkConfig {
     let text = format!("[[sinks]]\nname = \"{name}\"\nurl = \"{url}\"\n{extra}\n");
@@ -65,7 +45,7 @@ async fn main() {
         false,
     )
     .unwrap();
-    let (url, count) = receiver().await;
+    let (url, count) = common::receiver().await;
     let client = iam_inventory::deliver::client();
     let bare = client.clone().expect("an HTTP client");
     println!(

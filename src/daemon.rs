@@ -39,6 +39,28 @@ pub struct DaemonState {
     started_ms: i64,
 }
 
+impl DaemonState {
+    /// A daemon's state before its first sync, on schedule `cron`.
+    pub fn new(cron: croner::Cron) -> DaemonState {
+        DaemonState {
+            metrics: std::sync::Mutex::new(Metrics::default()),
+            running: Arc::new(AtomicBool::new(false)),
+            last: std::sync::Mutex::new(None),
+            cron,
+            started_ms: now_ms(),
+        }
+    }
+}
+
+/// What `[server] listen` serves: `/healthz` and `/metrics` (public so the health benchmark serves
+/// the daemon's own endpoints).
+pub fn http_app(state: Arc<DaemonState>) -> axum::Router {
+    axum::Router::new()
+        .route("/healthz", axum::routing::get(healthz))
+        .route("/metrics", axum::routing::get(metrics))
+        .with_state(state)
+}
+
 #[derive(Debug, Clone)]
 struct LastRun {
     started_ms: i64,
@@ -51,13 +73,7 @@ pub async fn run(config: Config) -> anyhow::Result<i32> {
     let cron = crate::schedule::parse_cron(&config.schedule.cron)
         .map_err(|m| anyhow::anyhow!("schedule.cron: {:?} {m}", config.schedule.cron))?;
     let store = Arc::new(Store::open(&config.store.path, OpenMode::ReadWrite)?);
-    let state = Arc::new(DaemonState {
-        metrics: std::sync::Mutex::new(Metrics::default()),
-        running: Arc::new(AtomicBool::new(false)),
-        last: std::sync::Mutex::new(None),
-        cron,
-        started_ms: now_ms(),
-    });
+    let state = Arc::new(DaemonState::new(cron));
     let (stop_tx, stop_rx) = watch::channel(false);
 
     let server = match config.server.listen_addr() {
@@ -66,10 +82,7 @@ pub async fn run(config: Config) -> anyhow::Result<i32> {
                 .await
                 .with_context(|| format!("server.listen: cannot listen on {addr}"))?;
             tracing::info!(%addr, "serving /healthz and /metrics");
-            let app = axum::Router::new()
-                .route("/healthz", axum::routing::get(healthz))
-                .route("/metrics", axum::routing::get(metrics))
-                .with_state(state.clone());
+            let app = http_app(state.clone());
             let mut rx = stop_rx.clone();
             Some(tokio::spawn(async move {
                 let _ = axum::serve(listener, app)

@@ -119,3 +119,25 @@ pub fn binary(config: &std::path::Path, args: &[&str]) -> tokio::process::Comman
         .kill_on_drop(true);
     c
 }
+
+/// A local HTTP receiver that acknowledges every POST and counts the NDJSON lines it got: the sink
+/// end of the delivery and health benchmarks.
+pub async fn receiver() -> (String, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    use std::sync::atomic::Ordering;
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let c = count.clone();
+    let app = axum::Router::new().fallback(move |body: axum::body::Bytes| {
+        let c = c.clone();
+        async move {
+            c.fetch_add(
+                body.iter().filter(|b| **b == b'\n').count() as u64,
+                Ordering::Relaxed,
+            );
+            "ok"
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}/ingest"), count)
+}
