@@ -146,13 +146,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 #[cfg(test)]
 mod tests {
-    use crate::store::snapshot::{AccountWrite, PreparedRecord};
+    use crate::store::snapshot::PreparedRecord;
+    use crate::store::snapshot::tests::full_write;
     use crate::store::{OpenMode, Store};
     use serde_json::json;
 
-    /// A commit that grows the log past the threshold is copied into the database file by the
-    /// checkpoint thread (SQLite's own auto-checkpoint is replaced), and a later write starts the
-    /// log over instead of growing it.
+    /// A commit that grows the log past the threshold is copied into the database file (by the
+    /// checkpoint thread, which replaces SQLite's own auto-checkpoint), and a later write starts
+    /// the log over instead of growing it.
     #[test]
     fn large_commits_are_checkpointed_by_the_thread() {
         let dir = tempfile::tempdir().unwrap();
@@ -162,16 +163,7 @@ mod tests {
         let wal = dir.path().join("s.db-wal");
         let write = |tag: &str| {
             let run_id = store.begin_run(1).unwrap();
-            let w = AccountWrite {
-                run_id,
-                account_id: "1",
-                role_arn: None,
-                path_prefix: "/",
-                collected_ms: 1,
-                dry_run: false,
-                only_users: None,
-                actor: None,
-            };
+            let w = full_write(run_id, 1);
             // About 6 MB of records with their change rows: past 1,000 pages.
             let records = (0..1500).map(|i| {
                 PreparedRecord::from_record(json!({

@@ -3,10 +3,10 @@
 use rusqlite::{OptionalExtension, params};
 use serde_json::Value;
 
-use super::diff::{content_hash, field_changes, text_and_content_hash};
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
+use super::diff::{content_hash, field_changes, text_and_content_hash};
 use super::{ChangeKind, ChangeRow, Result, Store, StoreError};
 use crate::transform::strip_volatile;
 
@@ -311,10 +311,12 @@ impl Store {
                                     break;
                                 }
                             },
-                            Err(std::sync::mpsc::TryRecvError::Disconnected) => break,
+                            // The writer failed to read it (and returns its error).
+                            Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                                return (Vec::new(), 0, 0);
+                            }
                         }
                     }
-                    // Not set: the writer failed to read it (and returns its error).
                     let empty = HashMap::new();
                     let known_ref = known_ref.get().unwrap_or(&empty);
                     // Which stored users were seen: borrowed from `known`, so an unchanged user
@@ -688,7 +690,7 @@ impl Store {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::config::SinkMode;
     use crate::store::OpenMode;
@@ -700,18 +702,23 @@ mod tests {
             "unmapped": {"user": {"path": "/"}}})
     }
 
-    fn write(store: &Store, rec: Value) -> AccountOutcome {
-        let run_id = store.begin_run(1).unwrap();
-        let w = AccountWrite {
+    /// A whole collection of account "1" under "/", as run `run_id` at `at`.
+    pub(crate) fn full_write(run_id: i64, at: i64) -> AccountWrite<'static> {
+        AccountWrite {
             run_id,
             account_id: "1",
             role_arn: None,
             path_prefix: "/",
-            collected_ms: 1_700_000_000_000 + run_id,
+            collected_ms: at,
             dry_run: false,
             only_users: None,
             actor: None,
-        };
+        }
+    }
+
+    fn write(store: &Store, rec: Value) -> AccountOutcome {
+        let run_id = store.begin_run(1).unwrap();
+        let w = full_write(run_id, 1_700_000_000_000 + run_id);
         store
             .apply_account(&w, [PreparedRecord::from_record(rec)])
             .unwrap()
@@ -766,16 +773,7 @@ mod tests {
         let store = Store::open(&dir.path().join("s.db"), OpenMode::ReadWrite).unwrap();
         let write_lazy = |at: i64, build: Box<dyn FnOnce() -> Value + Send>| {
             let run_id = store.begin_run(at).unwrap();
-            let w = AccountWrite {
-                run_id,
-                account_id: "1",
-                role_arn: None,
-                path_prefix: "/",
-                collected_ms: at,
-                dry_run: false,
-                only_users: None,
-                actor: None,
-            };
+            let w = full_write(run_id, at);
             let rec =
                 PreparedRecord::lazy("arn:aws:iam::1:user/a", "a", "/", "in:same".into(), build);
             store.apply_account(&w, [rec]).unwrap()
