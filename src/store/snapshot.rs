@@ -106,7 +106,7 @@ const BATCH: usize = 128;
 /// A record on its way from the builder thread to the writer: its identity, and its text and
 /// content hash unless its input hash matched the snapshot's (`None`: unchanged). The record's
 /// JSON tree stays with the builder, which frees it: thousands of small allocations freed on
-/// another thread make the two threads contend for the allocator (measured: slower than one).
+/// another thread make the two threads contend for the allocator (measured: no faster than one).
 struct Ready {
     uid: String,
     user_name: String,
