@@ -3,13 +3,13 @@
 //! SQLite's default moves the write-ahead log into the database file right after the commit that
 //! grew it past 1,000 pages, on the committing connection: a sync's writer stopped for the copy and
 //! its fsync after every large account (1.3 s of a 100,000-user first sync's 4.3 s). Here a commit
-//! only rings a bell; a second connection copies (a PASSIVE checkpoint, which never blocks the
+//! only wakes a thread; its own connection copies (a PASSIVE checkpoint, which never blocks the
 //! writer or readers) while the writer goes on with the next account. Nothing about durability or
 //! crash safety changes: a checkpoint only copies committed pages, and an interrupted one is
 //! redone from the log.
 
 use std::path::Path;
-use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -26,18 +26,22 @@ const WAKE_AT_PAGES: i32 = 1000;
 /// (measured: 4.3 GB after a million users in 1,000 accounts).
 const BOUND_PAGES: i32 = 16_384;
 
-/// Commits asked for vs commits checkpointed: `settle` waits until they meet.
+/// Commits that asked for a checkpoint vs those covered by one: the thread works while they
+/// differ, `settle` waits until they meet.
 #[derive(Default)]
 struct Progress {
     asked: u64,
     done: u64,
+    stop: bool,
 }
 
+type Shared = Arc<(Mutex<Progress>, Condvar)>;
+
+/// Dropping it stops the thread after the checkpoint it is running.
 pub(crate) struct Checkpointer {
-    bell: Option<SyncSender<()>>,
     /// Pages in the log after the last commit (what the hook was told).
-    log_pages: Arc<std::sync::atomic::AtomicI32>,
-    progress: Arc<(Mutex<Progress>, Condvar)>,
+    log_pages: Arc<AtomicI32>,
+    progress: Shared,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -56,49 +60,27 @@ impl Checkpointer {
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(format!("the store is in {mode} mode, not WAL"));
         }
-        // Holds at most one wake-up: commits made while a checkpoint runs are all covered by the
-        // next one.
-        let (bell, rings) = std::sync::mpsc::sync_channel::<()>(1);
-        let progress: Arc<(Mutex<Progress>, Condvar)> = Arc::default();
+        let progress: Shared = Arc::default();
         let thread = {
             let progress = progress.clone();
             std::thread::Builder::new()
                 .name("store-checkpoint".into())
-                .spawn(move || {
-                    while rings.recv().is_ok() {
-                        let asked = lock(&progress.0).asked;
-                        let r = conn.wal_checkpoint_v2(None::<&str>, CheckpointMode::PASSIVE);
-                        if let Err(e) = r {
-                            // Left for the next commit (or the last close) to finish: the log only
-                            // grows meanwhile.
-                            tracing::debug!(error = %e, "WAL checkpoint did not complete");
-                        }
-                        let mut p = lock(&progress.0);
-                        p.done = p.done.max(asked);
-                        progress.1.notify_all();
-                    }
-                })
+                .spawn(move || checkpoint_loop(&conn, &progress))
                 .map_err(|e| format!("cannot start a thread: {e}"))?
         };
-        let log_pages: Arc<std::sync::atomic::AtomicI32> = Arc::default();
-        let (hook_bell, hook_progress, hook_pages) =
-            (bell.clone(), progress.clone(), log_pages.clone());
+        let log_pages: Arc<AtomicI32> = Arc::default();
+        let (hook_progress, hook_pages) = (progress.clone(), log_pages.clone());
         writer
             .wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, pages: i32| {
-                hook_pages.store(pages, std::sync::atomic::Ordering::Relaxed);
+                hook_pages.store(pages, Ordering::Relaxed);
                 if pages >= WAKE_AT_PAGES {
                     lock(&hook_progress.0).asked += 1;
-                    match hook_bell.try_send(()) {
-                        Ok(())
-                        | Err(TrySendError::Full(()))
-                        | Err(TrySendError::Disconnected(())) => {}
-                    }
+                    hook_progress.1.notify_all();
                 }
                 Ok(())
             }))
             .map_err(|e| e.to_string())?;
         Ok(Checkpointer {
-            bell: Some(bell),
             log_pages,
             progress,
             thread: Some(thread),
@@ -125,18 +107,44 @@ impl Checkpointer {
     /// Before a write transaction: with a log past [`BOUND_PAGES`], waits for the checkpoint to
     /// finish, so this transaction starts the log over.
     pub(crate) fn bound(&self) {
-        if self.log_pages.load(std::sync::atomic::Ordering::Relaxed) > BOUND_PAGES {
+        if self.log_pages.load(Ordering::Relaxed) > BOUND_PAGES {
             self.settle();
         }
     }
+}
 
-    /// Stops the thread after the checkpoint it is running (the writer's hook must be gone first,
-    /// or it keeps the channel open).
-    pub(crate) fn stop(&mut self) {
-        self.bell = None;
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        lock(&self.progress.0).stop = true;
+        self.progress.1.notify_all();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// The thread: one PASSIVE checkpoint whenever commits asked for one since the last, which covers
+/// every commit made before it starts.
+fn checkpoint_loop(conn: &Connection, progress: &Shared) {
+    let (m, cv) = &**progress;
+    loop {
+        let asked = {
+            let mut p = lock(m);
+            while p.done == p.asked && !p.stop {
+                p = cv.wait(p).unwrap_or_else(|e| e.into_inner());
+            }
+            if p.stop {
+                return;
+            }
+            p.asked
+        };
+        if let Err(e) = conn.wal_checkpoint_v2(None::<&str>, CheckpointMode::PASSIVE) {
+            // Left for the next commit (or the last close) to finish: the log only grows
+            // meanwhile.
+            tracing::debug!(error = %e, "WAL checkpoint did not complete");
+        }
+        lock(m).done = asked;
+        cv.notify_all();
     }
 }
 

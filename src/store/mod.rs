@@ -87,25 +87,12 @@ pub enum ExportError {
 }
 
 pub struct Store {
+    /// A writable store's WAL checkpoints, off the writer's path. Declared first, so it is dropped
+    /// first: its thread and connection end before the writer's close does the last checkpoint,
+    /// as SQLite does for the last connection.
+    checkpointer: Option<checkpoint::Checkpointer>,
     conn: Mutex<Connection>,
     path: PathBuf,
-    /// A writable store's WAL checkpoints, off the writer's path.
-    checkpointer: Option<checkpoint::Checkpointer>,
-}
-
-impl Drop for Store {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.checkpointer.take() {
-            // The hook holds a bell: removing it lets the thread end; the writer's close then does
-            // the last checkpoint, as SQLite does for the last connection.
-            let _ = self
-                .conn
-                .get_mut()
-                .unwrap_or_else(|e| e.into_inner())
-                .wal_hook(None::<fn(&mut rusqlite::hooks::Wal, i32) -> rusqlite::Result<()>>);
-            c.stop();
-        }
-    }
 }
 
 /// How a store is opened.
