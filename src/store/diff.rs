@@ -66,14 +66,13 @@ fn write_both(v: &Value, full: &mut Vec<u8>, stable: &mut Vec<u8>, volatile: &[&
                 elements.push(rest);
             }
         }
-        let mut key = Vec::with_capacity(k.len() + 3);
-        let _ = serde_json::to_writer(&mut key, k);
-        key.push(b':');
         if !first_full {
             full.push(b',');
         }
         first_full = false;
-        full.extend_from_slice(&key);
+        let key = full.len();
+        let _ = serde_json::to_writer(&mut *full, k);
+        full.push(b':');
         if gone {
             write_canonical(child, full);
             continue;
@@ -82,7 +81,7 @@ fn write_both(v: &Value, full: &mut Vec<u8>, stable: &mut Vec<u8>, volatile: &[&
             stable.push(b',');
         }
         first_stable = false;
-        stable.extend_from_slice(&key);
+        stable.extend_from_slice(&full[key..]);
         match child {
             Value::Array(items) if !elements.is_empty() => {
                 full.push(b'[');

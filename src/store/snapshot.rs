@@ -92,11 +92,6 @@ impl<'a> PreparedRecord<'a> {
             }
         }
     }
-
-    /// sha256 of the record without volatile fields: what "changed" means.
-    pub fn content_hash(&mut self) -> String {
-        content_hash(&strip_volatile(self.record()))
-    }
 }
 
 /// How many records the builder thread hands the writer at once (it runs at most two batches
