@@ -63,6 +63,18 @@ fn calls_of(summary: &Value) -> BTreeMap<String, u64> {
     calls
 }
 
+/// The calls of the store's last full sync, by operation (from its run summary).
+fn last_sync_calls(conn: &rusqlite::Connection) -> BTreeMap<String, u64> {
+    let summary: String = conn
+        .query_row(
+            "SELECT summary FROM runs WHERE kind = 'sync' ORDER BY id DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    calls_of(&serde_json::from_str(&summary).unwrap())
+}
+
 fn lines(path: &std::path::Path) -> usize {
     std::fs::read_to_string(path)
         .map(|s| s.lines().count())
@@ -132,14 +144,7 @@ async fn main() {
         String::from_utf8_lossy(&sync.stderr)
     );
     let conn = rusqlite::Connection::open(dir.path().join("store.db")).unwrap();
-    let summary: String = conn
-        .query_row(
-            "SELECT summary FROM runs WHERE kind = 'sync' ORDER BY id DESC LIMIT 1",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    let full_calls = calls_of(&serde_json::from_str(&summary).unwrap());
+    let full_calls = last_sync_calls(&conn);
     let written = lines(&out);
 
     // 2. The daemon, refreshing from the queue.
@@ -230,14 +235,7 @@ async fn main() {
         "{}",
         String::from_utf8_lossy(&sync.stderr)
     );
-    let summary: String = conn
-        .query_row(
-            "SELECT summary FROM runs WHERE kind = 'sync' ORDER BY id DESC LIMIT 1",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    let narrowed_calls = calls_of(&serde_json::from_str(&summary).unwrap());
+    let narrowed_calls = last_sync_calls(&conn);
 
     let total = |c: &BTreeMap<String, u64>| c.values().sum::<u64>();
     println!(

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::fixtures::{aws_section, comparable, names, retag, seed_standard};
-use crate::support::cli::{Workspace, last_line};
+use crate::support::cli::{Output, Workspace, last_line};
 use crate::support::moto::{CALLER_ACCOUNT, Moto, Seed, role_arn, seed_user};
 use crate::support::proxy::{Proxy, Rules};
 use crate::support::receiver::Receiver;
@@ -20,6 +20,31 @@ fn user<'a>(records: &'a [Value], name: &str) -> &'a Value {
         .iter()
         .find(|r| r["user"]["name"] == name)
         .unwrap_or_else(|| panic!("no record for {name}"))
+}
+
+const EVENTS_SOURCE: &str = "[events_source]\ntype = \"cloudtrail\"\n";
+
+/// A bulk sync of /engineering/ through `endpoint` (plus `extra` config) whose credential report
+/// says alice has no console password and ci-deploy has one, the opposite of IAM: its output and
+/// records, once both users are checked to carry IAM's truth.
+async fn bulk_sync_past_the_lagging_report(endpoint: &str, extra: &str) -> (Output, Vec<Value>) {
+    let ws = Workspace::new();
+    let cfg = ws.config(&format!(
+        "{}[collect]\nstrategy = \"bulk\"\n{extra}",
+        aws_section(endpoint, "/engineering/")
+    ));
+    let out = ws.run(&cfg, &["sync"], &[]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let records = out.json_lines();
+    assert_eq!(
+        user(&records, "alice")["unmapped"]["user"]["is_console_user"],
+        true
+    );
+    assert_eq!(
+        user(&records, "ci-deploy")["unmapped"]["user"]["is_console_user"],
+        false
+    );
+    (out, records)
 }
 
 fn last_run(ws: &Workspace) -> (String, Option<i64>) {
@@ -89,22 +114,7 @@ async fn a_stale_report_never_turns_into_a_false_no() {
         },
     )
     .await;
-    let ws = Workspace::new();
-    let cfg = ws.config(&format!(
-        "{}[collect]\nstrategy = \"bulk\"\n",
-        aws_section(&proxy.endpoint, "/engineering/")
-    ));
-    let out = ws.run(&cfg, &["sync"], &[]).await;
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    let records = out.json_lines();
-    assert_eq!(
-        user(&records, "alice")["unmapped"]["user"]["is_console_user"],
-        true
-    );
-    assert_eq!(
-        user(&records, "ci-deploy")["unmapped"]["user"]["is_console_user"],
-        false
-    );
+    let (out, records) = bulk_sync_past_the_lagging_report(&proxy.endpoint, "").await;
     assert_eq!(user(&records, "gina")["user"]["has_mfa"], true);
     // One GetLoginProfile per user; the extra calls are counted in the summary.
     let users = records.len() as u64;
@@ -700,23 +710,7 @@ async fn with_an_events_source_only_users_cloudtrail_names_are_checked_against_a
         ));
     }
     proxy.attach_cloudtrail(&trail);
-    let config = format!(
-        "{}[collect]\nstrategy = \"bulk\"\n[events_source]\ntype = \"cloudtrail\"\n",
-        aws_section(&proxy.endpoint, "/engineering/")
-    );
-    let ws = Workspace::new();
-    let cfg = ws.config(&config);
-    let out = ws.run(&cfg, &["sync"], &[]).await;
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    let records = out.json_lines();
-    assert_eq!(
-        user(&records, "alice")["unmapped"]["user"]["is_console_user"],
-        true
-    );
-    assert_eq!(
-        user(&records, "ci-deploy")["unmapped"]["user"]["is_console_user"],
-        false
-    );
+    bulk_sync_past_the_lagging_report(&proxy.endpoint, EVENTS_SOURCE).await;
     assert_eq!(
         proxy.calls()["GetLoginProfile"],
         2,
@@ -734,21 +728,6 @@ async fn with_an_events_source_only_users_cloudtrail_names_are_checked_against_a
         },
     )
     .await;
-    let ws = Workspace::new();
-    let cfg = ws.config(&format!(
-        "{}[collect]\nstrategy = \"bulk\"\n[events_source]\ntype = \"cloudtrail\"\n",
-        aws_section(&proxy.endpoint, "/engineering/")
-    ));
-    let out = ws.run(&cfg, &["sync"], &[]).await;
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    let records = out.json_lines();
-    assert_eq!(
-        user(&records, "alice")["unmapped"]["user"]["is_console_user"],
-        true
-    );
-    assert_eq!(
-        user(&records, "ci-deploy")["unmapped"]["user"]["is_console_user"],
-        false
-    );
+    let (_, records) = bulk_sync_past_the_lagging_report(&proxy.endpoint, EVENTS_SOURCE).await;
     assert_eq!(proxy.calls()["GetLoginProfile"], records.len() as u64);
 }
