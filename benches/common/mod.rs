@@ -95,7 +95,7 @@ pub fn machine() -> String {
                 .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
         })
         .unwrap_or_else(|| "unknown CPU".into());
-    format!("{cpus} cores, {model}")
+    format!("{cpus} cores, {model}, {}", iam_inventory::ALLOCATOR_NAME)
 }
 
 /// A count from the environment (`BENCH_USERS`…), or the default.
