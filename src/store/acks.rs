@@ -59,8 +59,9 @@ impl Store {
     ) -> Result<Vec<PendingRecord>> {
         let filter = needs(mode, "?4");
         let sql = format!(
-            "SELECT s.uid, s.content_hash || ?4, s.record, {SEEN_AT}, a.uid IS NOT NULL, s.last_changed, s.user_name
-             FROM snapshot s LEFT JOIN sink_acks a ON a.sink = ?1 AND a.uid = s.uid
+            "SELECT s.uid, s.content_hash || ?4, r.record, {SEEN_AT}, a.uid IS NOT NULL, s.last_changed, s.user_name
+             FROM snapshot s JOIN records r ON r.id = s.record_id
+             LEFT JOIN sink_acks a ON a.sink = ?1 AND a.uid = s.uid
              LEFT JOIN account_seen seen ON seen.account_id = s.account_id
              WHERE s.uid > ?2 AND {filter}
              ORDER BY s.uid LIMIT ?3"

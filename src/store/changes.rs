@@ -61,6 +61,8 @@ pub struct ChangeFilter {
 }
 
 const COLUMNS: &str = "id, run_id, at, account_id, uid, user_name, kind, fields, actor";
+/// A change row's record (kept once in `records`, shared with the snapshot while it is current).
+const RECORD: &str = ", (SELECT r.record FROM records r WHERE r.id = changes.record_id)";
 
 fn row(r: &rusqlite::Row<'_>, with_record: bool) -> rusqlite::Result<ChangeRow> {
     let kind: String = r.get(6)?;
@@ -91,7 +93,7 @@ fn row(r: &rusqlite::Row<'_>, with_record: bool) -> rusqlite::Result<ChangeRow> 
 impl Store {
     /// Change rows matching the filter, oldest first.
     pub fn changes(&self, f: &ChangeFilter) -> Result<Vec<ChangeRow>> {
-        let record = if f.with_records { ", record" } else { "" };
+        let record = if f.with_records { RECORD } else { "" };
         let mut sql = format!("SELECT {COLUMNS}{record} FROM changes WHERE 1 = 1");
         let mut args: Vec<rusqlite::types::Value> = Vec::new();
         if let Some(since) = f.since_ms {
@@ -124,7 +126,7 @@ impl Store {
         let conn = self.lock();
         let mut stmt = conn
             .prepare_cached(&format!(
-                "SELECT {COLUMNS}, record FROM changes WHERE id > ?1 ORDER BY id LIMIT ?2"
+                "SELECT {COLUMNS}{RECORD} FROM changes WHERE id > ?1 ORDER BY id LIMIT ?2"
             ))
             .map_err(|e| self.sql_err("cannot read the change log", e))?;
         let rows = stmt
@@ -226,12 +228,34 @@ impl Store {
         }
         // The newest row is kept whatever its age: `changes.id` is a rowid, and SQLite would hand
         // out ids again from 1 after an emptied table, below the sinks' event cursors.
+        const PRUNED: &str = "at < ?1 AND id < (SELECT MAX(id) FROM changes)";
+        // The records of pruned rows, kept apart to drop those nothing points at afterwards: no
+        // other change row, and not the user's snapshot row (a record is only ever the current one
+        // of the user it was written for).
+        tx.execute_batch("CREATE TEMP TABLE IF NOT EXISTS pruned_records (id INTEGER, uid TEXT)")
+            .map_err(e)?;
+        tx.execute(
+            &format!(
+                "INSERT INTO temp.pruned_records SELECT DISTINCT record_id, uid FROM changes
+                 WHERE record_id IS NOT NULL AND {PRUNED}"
+            ),
+            params![before_ms],
+        )
+        .map_err(e)?;
         let deleted = tx
             .execute(
-                "DELETE FROM changes WHERE at < ?1 AND id < (SELECT MAX(id) FROM changes)",
+                &format!("DELETE FROM changes WHERE {PRUNED}"),
                 params![before_ms],
             )
             .map_err(e)?;
+        tx.execute_batch(
+            "DELETE FROM records WHERE id IN (
+               SELECT p.id FROM temp.pruned_records p
+               WHERE NOT EXISTS (SELECT 1 FROM changes c WHERE c.record_id = p.id)
+                 AND NOT EXISTS (SELECT 1 FROM snapshot s WHERE s.uid = p.uid AND s.record_id = p.id));
+             DELETE FROM temp.pruned_records;",
+        )
+        .map_err(e)?;
         tx.commit().map_err(e)?;
         Ok((deleted as u64, lost))
     }

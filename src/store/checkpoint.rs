@@ -154,8 +154,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 #[cfg(test)]
 mod tests {
-    use crate::store::snapshot::PreparedRecord;
     use crate::store::snapshot::tests::full_write;
+    use crate::store::snapshot::{AccountWrite, PreparedRecord};
     use crate::store::{OpenMode, Store};
     use serde_json::json;
 
@@ -169,21 +169,25 @@ mod tests {
         let store = Store::open(&path, OpenMode::ReadWrite).unwrap();
         let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
         let wal = dir.path().join("s.db-wal");
-        let write = |tag: &str| {
+        // Two writes of the same size: 1,500 users created in an account.
+        let write = |account: &'static str| {
             let run_id = store.begin_run(1).unwrap();
-            let w = full_write(run_id, 1);
-            // About 6 MB of records with their change rows: past 1,000 pages.
+            let w = AccountWrite {
+                account_id: account,
+                ..full_write(run_id, 1)
+            };
+            // About 6 MB with their change rows and indexes: past 1,000 pages.
             let records = (0..1500).map(|i| {
                 PreparedRecord::from_record(json!({
-                    "user": {"uid": format!("arn:aws:iam::1:user/u{i}"), "name": format!("u{i}")},
-                    "unmapped": {"user": {"path": "/"}, "pad": format!("{tag}{}", "x".repeat(2000))}
+                    "user": {"uid": format!("arn:aws:iam::{account}:user/u{i}"), "name": format!("u{i}")},
+                    "unmapped": {"user": {"path": "/"}, "pad": "x".repeat(3000)}
                 }))
             });
             store
                 .apply_account(&w, records.collect::<Vec<_>>())
                 .unwrap();
         };
-        write("a");
+        write("1");
         let log_after_first = size(&wal);
         assert!(log_after_first > 4_000_000, "log {log_after_first}");
         store.settle();
@@ -192,7 +196,7 @@ mod tests {
             "the checkpoint thread copied the log into the database file ({} bytes)",
             size(&path)
         );
-        write("b");
+        write("2");
         store.settle();
         // Restarted from its beginning: the second write reused the log instead of appending.
         assert!(

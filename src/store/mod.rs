@@ -48,6 +48,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0007_account_seen",
         include_str!("../../migrations/0007_account_seen.sql"),
     ),
+    (
+        "0008_records",
+        include_str!("../../migrations/0008_records.sql"),
+    ),
 ];
 
 /// SQL for a snapshot row's time (the last collection that saw it), for a row aliased `s`
@@ -296,7 +300,8 @@ impl Store {
         let conn = self.lock();
         let mut stmt = conn
             .prepare(&format!(
-                "SELECT s.record, {SEEN_AT} FROM snapshot s
+                "SELECT r.record, {SEEN_AT} FROM snapshot s
+                 JOIN records r ON r.id = s.record_id
                  LEFT JOIN account_seen seen ON seen.account_id = s.account_id
                  ORDER BY s.account_id, s.uid"
             ))
@@ -364,4 +369,85 @@ fn migrate(conn: &Connection, from: i64) -> rusqlite::Result<()> {
         tx.commit()?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 0008 moves every record out of the snapshot and the change log into `records` without
+    /// changing what either reads: a created row whose record is still current shares it, others
+    /// (an older version, a deletion) keep their own text, and rows from before 0004 stay without.
+    #[test]
+    fn records_move_out_of_snapshot_and_log_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        // A schema-7 store, made by the migrations before 0008.
+        let mut file = Connection::open(&path).unwrap();
+        {
+            let tx = file.transaction().unwrap();
+            for (_, sql) in &MIGRATIONS[..7] {
+                tx.execute_batch(sql).unwrap();
+            }
+            tx.commit().unwrap();
+        }
+        file.execute_batch(
+            r#"PRAGMA user_version = 7;
+            INSERT INTO snapshot (uid, account_id, user_name, path, content_hash, record_hash, record,
+                first_seen, last_seen, last_changed, last_run_id)
+              VALUES ('arn:a', '1', 'a', '/', 'c', 'h', '{"v":2}', 1, 1, 1, 1),
+                     ('arn:b', '1', 'b', '/', 'c', 'h', '{"v":"b"}', 1, 1, 1, 1);
+            INSERT INTO changes (id, run_id, at, account_id, uid, user_name, kind, fields, record)
+              VALUES (1, 1, 1, '1', 'arn:a', 'a', 'created', '[]', NULL),
+                     (2, 1, 1, '1', 'arn:a', 'a', 'updated', '[]', '{"v":1}'),
+                     (3, 1, 1, '1', 'arn:a', 'a', 'updated', '[]', '{"v":2}'),
+                     (4, 1, 1, '1', 'arn:b', 'b', 'created', '[]', '{"v":"b"}'),
+                     (5, 1, 1, '1', 'arn:c', 'c', 'deleted', '[]', '{"v":"c"}');"#,
+        )
+        .unwrap();
+        drop(file);
+
+        let store = Store::open(&path, OpenMode::ReadWrite).unwrap();
+        let version: i64 = store
+            .lock()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, MIGRATIONS.len() as i64);
+        let log: Vec<(i64, Option<String>)> = store
+            .changes(&ChangeFilter {
+                with_records: true,
+                ..ChangeFilter::default()
+            })
+            .unwrap()
+            .into_iter()
+            .map(|c| (c.id.unwrap(), c.record.map(|r| r["v"].to_string())))
+            .collect();
+        let v = |t: &str| Some(t.to_string());
+        assert_eq!(
+            log,
+            [
+                (1, None),
+                (2, v("1")),
+                (3, v("2")),
+                (4, v("\"b\"")),
+                (5, v("\"c\""))
+            ]
+        );
+        let mut exported = Vec::new();
+        store
+            .export(&mut |t| {
+                exported.push(serde_json::from_str::<serde_json::Value>(t).unwrap()["v"].clone());
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(exported, [serde_json::json!(2), serde_json::json!("b")]);
+        let records: i64 = store
+            .lock()
+            .query_row("SELECT COUNT(*) FROM records", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(
+            records, 4,
+            "two current records shared with the log, two of the log's own"
+        );
+    }
 }

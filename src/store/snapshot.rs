@@ -114,6 +114,8 @@ struct Ready {
 struct Known {
     content_hash: String,
     record_hash: String,
+    /// Its record's row in `records`.
+    record_id: i64,
     user_name: String,
     /// Under the write's path prefix (only such users can be deleted).
     under_prefix: bool,
@@ -180,10 +182,12 @@ impl Store {
             // Hashes only: an unchanged user (most of a re-sync) costs a hash comparison and no
             // record text; the stored record is read only to diff a user whose content changed.
             let mut lookup = tx
-                .prepare_cached("SELECT content_hash, record_hash FROM snapshot WHERE uid = ?1")
+                .prepare_cached(
+                    "SELECT content_hash, record_hash, record_id FROM snapshot WHERE uid = ?1",
+                )
                 .map_err(e("cannot read the snapshot"))?;
             let mut stored = tx
-                .prepare_cached("SELECT record FROM snapshot WHERE uid = ?1")
+                .prepare_cached("SELECT record FROM records WHERE id = ?1")
                 .map_err(e("cannot read the snapshot"))?;
             // A full collection records its time once per account (`account_seen`); a refresh,
             // which saw only some users, stamps their rows.
@@ -195,7 +199,7 @@ impl Store {
             let mut rewrite = tx
                 .prepare_cached(
                     "UPDATE snapshot SET account_id = ?2, user_name = ?3, path = ?4, content_hash = ?5,
-                       record_hash = ?6, record = ?7, last_seen = ?8, last_run_id = ?9,
+                       record_hash = ?6, record_id = ?7, last_seen = ?8, last_run_id = ?9,
                        last_changed = CASE WHEN ?10 THEN ?8 ELSE last_changed END
                      WHERE uid = ?1",
                 )
@@ -209,28 +213,56 @@ impl Store {
                 .map_err(e("cannot write sink state"))?;
             let mut insert = tx
                 .prepare_cached(
-                    "INSERT INTO snapshot (uid, account_id, user_name, path, content_hash, record_hash, record,
+                    "INSERT INTO snapshot (uid, account_id, user_name, path, content_hash, record_hash, record_id,
                        first_seen, last_seen, last_changed, last_run_id)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?8, ?9)",
                 )
                 .map_err(e("cannot write the snapshot"))?;
             let mut log = tx
                 .prepare_cached(
-                    "INSERT INTO changes (run_id, at, account_id, uid, user_name, kind, fields, record, actor)
+                    "INSERT INTO changes (run_id, at, account_id, uid, user_name, kind, fields, record_id, actor)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 )
                 .map_err(e("cannot write the change log"))?;
+            // A record's text is stored once, in `records`, for the snapshot row and the change
+            // row that point at it. The user's previous record is rewritten in place unless the
+            // change log points at it (it is then the record of an earlier change, kept as is).
+            let mut new_record = tx
+                .prepare_cached("INSERT INTO records (record) VALUES (?1)")
+                .map_err(e("cannot write the snapshot"))?;
+            let mut reuse_record = tx
+                .prepare_cached(
+                    "UPDATE records SET record = ?2 WHERE id = ?1
+                       AND NOT EXISTS (SELECT 1 FROM changes WHERE record_id = ?1)",
+                )
+                .map_err(e("cannot write the snapshot"))?;
+            let mut put_record = |previous: Option<i64>, text: &str| -> Result<i64> {
+                if let Some(id) = previous
+                    && reuse_record
+                        .execute(params![id, text])
+                        .map_err(e("cannot write the snapshot"))?
+                        == 1
+                {
+                    return Ok(id);
+                }
+                new_record
+                    .execute(params![text])
+                    .map_err(e("cannot write the snapshot"))?;
+                Ok(tx.last_insert_rowid())
+            };
             let actor: Option<crate::collect::events::Actor> =
                 w.actor.and_then(|a| serde_json::from_str(a).ok());
 
-            // `record`: the user's record at this change (the new one; for a deletion the last
-            // known one), kept in the log so events can carry it.
+            // `record_id`: the user's record at this change (the new one; for a deletion the last
+            // known one), kept for the log so events can carry it; `shown`: its text, which only
+            // a dry run (that writes no record) keeps.
             let mut push_change = |outcome: &mut AccountOutcome,
                                    uid: &str,
                                    user_name: &str,
                                    kind: ChangeKind,
                                    fields: Vec<super::FieldChange>,
-                                   record: &str|
+                                   record_id: Option<i64>,
+                                   shown: Option<&str>|
              -> Result<()> {
                 let mut id = None;
                 if write {
@@ -244,7 +276,7 @@ impl Store {
                         user_name,
                         kind.as_str(),
                         fields_json,
-                        record,
+                        record_id,
                         w.actor
                     ])
                     .map_err(e("cannot write the change log"))?;
@@ -252,7 +284,9 @@ impl Store {
                 }
                 // A dry run shows what sinks would receive: it keeps the records of created and
                 // updated users (a real sync reads them back from the log when it needs them).
-                let shown = w.dry_run && matches!(kind, ChangeKind::Created | ChangeKind::Updated);
+                let shown = shown.filter(|_| {
+                    w.dry_run && matches!(kind, ChangeKind::Created | ChangeKind::Updated)
+                });
                 // A real sync keeps nothing in memory per change (a first sync of a million
                 // users is a million rows): the log is in the store, the counts in the outcome.
                 if !w.dry_run {
@@ -260,7 +294,7 @@ impl Store {
                 }
                 outcome.changes.push(ChangeRow {
                     id,
-                    record: shown.then(|| serde_json::from_str(record).ok()).flatten(),
+                    record: shown.and_then(|t| serde_json::from_str(t).ok()),
                     run_id: (!w.dry_run).then_some(w.run_id),
                     at: w.collected_ms,
                     account_id: w.account_id.to_string(),
@@ -370,10 +404,17 @@ impl Store {
                     // narrower path_prefix) and are retired from the snapshot, never reported as
                     // deleted. A refresh asked only about some names: only their rows can be
                     // unseen.
-                    let unseen: Vec<(String, String, bool)> = known_ref
+                    let unseen: Vec<(String, String, bool, i64)> = known_ref
                         .iter()
                         .filter(|(uid, _)| !seen_known.contains(uid.as_str()))
-                        .map(|(uid, k)| (uid.clone(), k.user_name.clone(), k.under_prefix))
+                        .map(|(uid, k)| {
+                            (
+                                uid.clone(),
+                                k.user_name.clone(),
+                                k.under_prefix,
+                                k.record_id,
+                            )
+                        })
                         .collect();
                     (unseen, users, unchanged)
                 });
@@ -384,7 +425,7 @@ impl Store {
                     let mut stmt = tx
                         .prepare_cached(
                             "SELECT uid, content_hash, record_hash, user_name,
-                                    substr(path, 1, length(?2)) = ?2
+                                    substr(path, 1, length(?2)) = ?2, record_id
                              FROM snapshot
                              WHERE account_id = ?1
                                AND (?3 IS NULL OR (user_name IN (SELECT value FROM json_each(?3))
@@ -400,6 +441,7 @@ impl Store {
                                     record_hash: r.get(2)?,
                                     user_name: r.get(3)?,
                                     under_prefix: r.get(4)?,
+                                    record_id: r.get(5)?,
                                 },
                             ))
                         })
@@ -413,22 +455,25 @@ impl Store {
                     let known = known_ref.get(&rec.uid);
                     // A whole account's rows are all in `known`; a refresh's scope is its names,
                     // so a record outside them (none expected) is looked up.
-                    let looked_up: Option<(String, String)> =
-                        if known.is_none() && w.only_users.is_some() {
-                            lookup
-                                .query_row(params![rec.uid], |r| Ok((r.get(0)?, r.get(1)?)))
-                                .optional()
-                                .map_err(e("cannot read the snapshot"))?
-                        } else {
-                            None
-                        };
-                    // (content hash, record hash) stored for this user, if any.
-                    let existing: Option<(&str, &str)> = known
-                        .map(|k| (k.content_hash.as_str(), k.record_hash.as_str()))
-                        .or(looked_up.as_ref().map(|(c, r)| (c.as_str(), r.as_str())));
+                    let looked_up: Option<(String, String, i64)> = if known.is_none()
+                        && w.only_users.is_some()
+                    {
+                        lookup
+                            .query_row(params![rec.uid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                            .optional()
+                            .map_err(e("cannot read the snapshot"))?
+                    } else {
+                        None
+                    };
+                    // (content hash, record hash, record id) stored for this user, if any.
+                    let existing: Option<(&str, &str, i64)> = known
+                        .map(|k| (k.content_hash.as_str(), k.record_hash.as_str(), k.record_id))
+                        .or(looked_up
+                            .as_ref()
+                            .map(|(c, r, id)| (c.as_str(), r.as_str(), *id)));
                     // Not built: `known` had the same input hash. Built, the lookup may still have.
                     let unchanged =
-                        existing.is_some_and(|(_, record_hash)| record_hash == rec.record_hash);
+                        existing.is_some_and(|(_, record_hash, _)| record_hash == rec.record_hash);
                     let Some((text, new_content_hash)) = rec.built.filter(|_| !unchanged) else {
                         if write && w.only_users.is_some() {
                             touch
@@ -438,8 +483,11 @@ impl Store {
                         outcome.unchanged += 1;
                         continue;
                     };
-                    let Some((content_hash, _)) = existing else {
+                    let Some((content_hash, _, previous)) = existing else {
+                        let mut record_id = None;
                         if write {
+                            let id = put_record(None, &text)?;
+                            record_id = Some(id);
                             insert
                                 .execute(params![
                                     rec.uid,
@@ -448,7 +496,7 @@ impl Store {
                                     rec.path,
                                     new_content_hash,
                                     rec.record_hash,
-                                    text,
+                                    id,
                                     w.collected_ms,
                                     w.run_id
                                 ])
@@ -461,7 +509,8 @@ impl Store {
                             &rec.user_name,
                             ChangeKind::Created,
                             Vec::new(),
-                            &text,
+                            record_id,
+                            Some(&text),
                         )?;
                         continue;
                     };
@@ -471,13 +520,16 @@ impl Store {
                         Vec::new()
                     } else {
                         let old_record: String = stored
-                            .query_row(params![rec.uid], |r| r.get(0))
+                            .query_row(params![previous], |r| r.get(0))
                             .map_err(e("cannot read the snapshot"))?;
                         let old: Value = serde_json::from_str(&old_record).unwrap_or(Value::Null);
                         let new: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
                         field_changes(&strip_volatile(&old), &strip_volatile(&new))
                     };
+                    let mut record_id = None;
                     if write {
+                        let id = put_record(Some(previous), &text)?;
+                        record_id = Some(id);
                         rewrite
                             .execute(params![
                                 rec.uid,
@@ -486,7 +538,7 @@ impl Store {
                                 rec.path,
                                 new_content_hash,
                                 rec.record_hash,
-                                text,
+                                id,
                                 w.collected_ms,
                                 w.run_id,
                                 !fields.is_empty()
@@ -511,7 +563,8 @@ impl Store {
                             &rec.user_name,
                             ChangeKind::Updated,
                             fields,
-                            &text,
+                            record_id,
+                            Some(&text),
                         )?;
                     }
                 }
@@ -523,11 +576,9 @@ impl Store {
                 Ok(unseen)
             })?;
             unseen.sort();
-            for (uid, user_name, under_prefix) in unseen {
-                // The last known record goes into the change log with the deletion.
-                let last: String = stored
-                    .query_row(params![uid], |r| r.get(0))
-                    .map_err(e("cannot read the snapshot"))?;
+            for (uid, user_name, under_prefix, last) in unseen {
+                // The last known record goes into the change log with the deletion (the change
+                // row keeps pointing at it once the snapshot row is gone).
                 if write {
                     let deleted = under_prefix.then_some((user_name.as_str(), w.collected_ms));
                     remove_user(&tx, &uid, deleted).map_err(e("cannot write the snapshot"))?;
@@ -539,7 +590,8 @@ impl Store {
                     outcome.retired += 1;
                     ChangeKind::Retired
                 };
-                push_change(&mut outcome, &uid, &user_name, kind, Vec::new(), &last)?;
+                let last = write.then_some(last);
+                push_change(&mut outcome, &uid, &user_name, kind, Vec::new(), last, None)?;
             }
 
             // A dry run has no run row to attach to (and rolls back anyway).
@@ -624,14 +676,14 @@ impl Store {
         let tx = conn
             .transaction_with_behavior(behavior)
             .map_err(e("cannot start a transaction (is it read-only or locked?)"))?;
-        // Only the rows of accounts out of scope are read (with their records, which the change
-        // log keeps): the scope goes to SQLite as a JSON array.
+        // Only the rows of accounts out of scope are read (with their record ids: the change log
+        // keeps pointing at their records): the scope goes to SQLite as a JSON array.
         let scope = serde_json::to_string(&in_scope.iter().collect::<Vec<_>>())
             .unwrap_or_else(|_| "[]".into());
-        let users: Vec<(String, String, String, String)> = {
+        let users: Vec<(String, String, String, i64)> = {
             let mut stmt = tx
                 .prepare(
-                    "SELECT account_id, uid, user_name, record FROM snapshot
+                    "SELECT account_id, uid, user_name, record_id FROM snapshot
                      WHERE account_id NOT IN (SELECT value FROM json_each(?1))
                      ORDER BY account_id, uid",
                 )
@@ -649,7 +701,7 @@ impl Store {
             if !dry_run {
                 remove_user(&tx, &uid, None).map_err(e("cannot write the snapshot"))?;
                 tx.execute(
-                    "INSERT INTO changes (run_id, at, account_id, uid, user_name, kind, fields, record)
+                    "INSERT INTO changes (run_id, at, account_id, uid, user_name, kind, fields, record_id)
                      VALUES (?1, ?2, ?3, ?4, ?5, 'retired', '[]', ?6)",
                     params![run_id, at_ms, account_id, uid, user_name, record],
                 )
@@ -688,7 +740,7 @@ impl Store {
 pub(crate) mod tests {
     use super::*;
     use crate::config::SinkMode;
-    use crate::store::OpenMode;
+    use crate::store::{ChangeFilter, OpenMode};
     use serde_json::json;
 
     fn record(tag: &str) -> Value {
@@ -783,5 +835,99 @@ pub(crate) mod tests {
             pending[0].time_ms, 2_000,
             "the record's time is the last collection"
         );
+    }
+
+    /// A record's text is stored once: a created user's snapshot row and change row share it; a
+    /// record the log points at is never rewritten (events carry the user as it was at the
+    /// change); one it does not is rewritten in place; pruning drops what nothing points at.
+    #[test]
+    fn a_record_is_stored_once_and_the_log_keeps_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db"), OpenMode::ReadWrite).unwrap();
+        let with = |tag: &str, login: i64| {
+            let mut r = record(tag);
+            r["user"]["ldap_person"]["last_login_time"] = json!(login);
+            r
+        };
+        let count = |sql: &str| -> i64 { store.lock().query_row(sql, [], |r| r.get(0)).unwrap() };
+        let records = || count("SELECT COUNT(*) FROM records");
+        let logged = || -> Vec<(String, i64)> {
+            let all = ChangeFilter {
+                with_records: true,
+                ..ChangeFilter::default()
+            };
+            store
+                .changes(&all)
+                .unwrap()
+                .into_iter()
+                .map(|c| {
+                    let r = c.record.expect("every row has its record");
+                    let tag = r["user"]["ldap_person"]["tags"][0]["value"]
+                        .as_str()
+                        .unwrap();
+                    let login = r["user"]["ldap_person"]["last_login_time"]
+                        .as_i64()
+                        .unwrap();
+                    (format!("{}:{tag}", c.kind.as_str()), login)
+                })
+                .collect()
+        };
+        let exported = || {
+            let mut out = Vec::new();
+            store
+                .export(&mut |t| {
+                    out.push(serde_json::from_str::<Value>(t).unwrap());
+                    Ok(())
+                })
+                .unwrap();
+            out
+        };
+
+        assert_eq!(write(&store, with("x", 1)).created, 1);
+        assert_eq!(
+            records(),
+            1,
+            "the snapshot row and the created row share one record"
+        );
+        assert_eq!(
+            count("SELECT COUNT(*) FROM snapshot s JOIN changes c ON c.record_id = s.record_id"),
+            1
+        );
+        // Only a last-login time moved: the log's record stays as created, the snapshot gets its
+        // own; moving again rewrites that one in place.
+        assert_eq!(write(&store, with("x", 2)).unchanged, 1);
+        assert_eq!(records(), 2);
+        assert_eq!(write(&store, with("x", 3)).unchanged, 1);
+        assert_eq!(
+            records(),
+            2,
+            "a record no change row points at is rewritten in place"
+        );
+        assert_eq!(exported()[0]["user"]["ldap_person"]["last_login_time"], 3);
+        assert_eq!(logged(), [("created:x".to_string(), 1)]);
+        // A real change: the snapshot's record (not in the log) becomes the updated one.
+        assert_eq!(write(&store, with("y", 4)).updated, 1);
+        assert_eq!(records(), 2);
+        // Deleted: the change row points at the last known record, nothing is copied.
+        let run_id = store.begin_run(1).unwrap();
+        let out = store
+            .apply_account(&full_write(run_id, 1_800_000_000_000), std::iter::empty())
+            .unwrap();
+        assert_eq!(out.deleted, 1);
+        assert_eq!(count("SELECT COUNT(*) FROM snapshot"), 0);
+        assert_eq!(records(), 2);
+        assert_eq!(
+            logged(),
+            [
+                ("created:x".to_string(), 1),
+                ("updated:y".to_string(), 4),
+                ("deleted:y".to_string(), 4)
+            ]
+        );
+        // Pruning keeps the newest row (and so its record), and drops the created row's.
+        let (pruned, _) = store.prune_changes(i64::MAX, &[]).unwrap();
+        assert_eq!(pruned, 2);
+        assert_eq!(records(), 1);
+        assert_eq!(logged(), [("deleted:y".to_string(), 4)]);
     }
 }

@@ -553,7 +553,7 @@ async fn only_runs_whose_process_is_gone_are_marked_interrupted_and_old_stores_m
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 7, "every migration applied");
+    assert_eq!(version, 8, "every migration applied");
     let status = |id: i64| -> String {
         conn.query_row("SELECT status FROM runs WHERE id = ?1", [id], |r| r.get(0))
             .unwrap()
