@@ -12,26 +12,67 @@ CREATE TABLE records (
     record  TEXT NOT NULL      -- the OCSF record without `time`
 );
 
-ALTER TABLE snapshot ADD COLUMN record_id INTEGER NOT NULL DEFAULT 0;
-ALTER TABLE changes ADD COLUMN record_id INTEGER;   -- NULL: rows from before 0004 had no record
+-- The snapshot and the change log are rebuilt rather than altered: SQLite's DROP COLUMN leaves
+-- each page as full as it was (measured: not one page freed), while a rebuild frees the old
+-- tables' pages for the store to reuse.
 
 -- 1. Each snapshot row's record, under the row's own rowid.
 INSERT INTO records (id, record) SELECT rowid, record FROM snapshot;
-UPDATE snapshot SET record_id = rowid;
+CREATE TABLE snapshot_v8 (
+    uid           TEXT PRIMARY KEY,
+    account_id    TEXT NOT NULL,
+    user_name     TEXT NOT NULL,
+    path          TEXT NOT NULL,
+    content_hash  TEXT NOT NULL,  -- sha256 of the record without volatile fields: what "changed" means
+    record_hash   TEXT NOT NULL,  -- sha256 of what the record is built from: whether it must be rewritten
+    record_id     INTEGER NOT NULL,  -- its record (without `time`) in `records`
+    first_seen    INTEGER NOT NULL,
+    last_seen     INTEGER NOT NULL,
+    last_changed  INTEGER NOT NULL,
+    last_run_id   INTEGER NOT NULL
+);
+INSERT INTO snapshot_v8 (uid, account_id, user_name, path, content_hash, record_hash, record_id,
+                         first_seen, last_seen, last_changed, last_run_id)
+    SELECT uid, account_id, user_name, path, content_hash, record_hash, rowid,
+           first_seen, last_seen, last_changed, last_run_id
+    FROM snapshot;
 
--- 2. A change row whose record is the user's current one shares it (most `created` rows).
-UPDATE changes SET record_id = (
-    SELECT s.record_id FROM snapshot s WHERE s.uid = changes.uid AND s.record = changes.record
-) WHERE record IS NOT NULL;
-
--- 3. The others get their own, numbered after the snapshot's.
+-- 2. A change row whose record is the user's current one shares it (most `created` rows); the
+--    others get their own, numbered after the snapshot's. Rows from before 0004 have none.
+CREATE TABLE changes_v8 (
+    id          INTEGER PRIMARY KEY,
+    run_id      INTEGER NOT NULL,
+    at          INTEGER NOT NULL,
+    account_id  TEXT NOT NULL,
+    uid         TEXT NOT NULL,
+    user_name   TEXT NOT NULL,
+    kind        TEXT NOT NULL CHECK (kind IN ('created', 'updated', 'deleted', 'retired')),
+    fields      TEXT NOT NULL,   -- JSON array of {path, old, new}
+    record_id   INTEGER,         -- the user's record at this change, in `records`
+    actor       TEXT             -- who made it, when CloudTrail said (JSON)
+);
 INSERT INTO records (id, record)
-    SELECT id + (SELECT COALESCE(MAX(rowid), 0) FROM snapshot), record FROM changes
-    WHERE record IS NOT NULL AND record_id IS NULL;
-UPDATE changes SET record_id = id + (SELECT COALESCE(MAX(rowid), 0) FROM snapshot)
-    WHERE record IS NOT NULL AND record_id IS NULL;
+    SELECT c.id + (SELECT COALESCE(MAX(rowid), 0) FROM snapshot), c.record FROM changes c
+    WHERE c.record IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM snapshot s WHERE s.uid = c.uid AND s.record = c.record);
+INSERT INTO changes_v8 (id, run_id, at, account_id, uid, user_name, kind, fields, record_id, actor)
+    SELECT c.id, c.run_id, c.at, c.account_id, c.uid, c.user_name, c.kind, c.fields,
+           CASE WHEN c.record IS NULL THEN NULL
+                ELSE COALESCE(
+                    (SELECT s.rowid FROM snapshot s WHERE s.uid = c.uid AND s.record = c.record),
+                    c.id + (SELECT COALESCE(MAX(rowid), 0) FROM snapshot))
+           END,
+           c.actor
+    FROM changes c;
 
-ALTER TABLE snapshot DROP COLUMN record;
-ALTER TABLE changes DROP COLUMN record;
+DROP TABLE snapshot;
+ALTER TABLE snapshot_v8 RENAME TO snapshot;
+CREATE INDEX snapshot_account ON snapshot(account_id, last_run_id);
+
+DROP TABLE changes;
+ALTER TABLE changes_v8 RENAME TO changes;
+CREATE INDEX changes_at ON changes(at);
+CREATE INDEX changes_uid ON changes(uid);
+CREATE INDEX changes_account ON changes(account_id, at);
 -- Whether a record is still in the log (in place rewrites, pruning).
 CREATE INDEX changes_record ON changes(record_id);
