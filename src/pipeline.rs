@@ -680,14 +680,13 @@ async fn collect_connected(
             };
             // With an events source, CloudTrail narrows an older report's fresh checks to the
             // users changed since it (the refresh fixes anything CloudTrail shows later).
-            let region = config
-                .events_source
-                .as_ref()
-                .map(crate::config::EventsSourceConfig::trail_region);
-            let changed_since = region.as_deref().map(|region| ChangedSince {
+            let source = config.events_source.as_ref();
+            let region = source.map(crate::config::EventsSourceConfig::trail_region);
+            let changed_since = source.zip(region.as_deref()).map(|(source, region)| ChangedSince {
                 sdk: &acc.sdk,
                 region,
                 counter: acc.counter.clone(),
+                pace: source.lookup_pace(),
             });
             match collect_bulk(&acc.iam, for_bulk, c.user_concurrency, max_age_ms, report_wait, changed_since).await {
                 Ok(out) => {

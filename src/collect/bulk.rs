@@ -74,6 +74,8 @@ pub struct ChangedSince<'a> {
     pub sdk: &'a aws_config::SdkConfig,
     pub region: &'a str,
     pub counter: super::calls::CallCounter,
+    /// The wait between two LookupEvents pages (`events_source.requests_per_sec`).
+    pub pace: std::time::Duration,
 }
 
 /// How far before the report's generation time CloudTrail is asked (events are recorded with
@@ -133,10 +135,7 @@ pub async fn collect_bulk(
                 .map_or(now - TRAIL_DAYS_MS, |g| g - REPORT_SLACK_MS)
                 .max(now - TRAIL_DAYS_MS);
             let trail = super::events::cloudtrail::Trail::new(c.sdk, c.region, c.counter.clone());
-            match trail
-                .lookup(since, now, std::time::Duration::from_millis(500))
-                .await
-            {
+            match trail.lookup(since, now, c.pace).await {
                 Ok(found) => {
                     let names: std::collections::HashSet<String> = found
                         .records

@@ -32,7 +32,8 @@ pub struct EventsSourceConfig {
     /// an account looks.
     #[serde(default = "default_overlap_secs")]
     pub overlap_secs: u64,
-    /// cloudtrail: LookupEvents requests per second per account (CloudTrail allows 2).
+    /// LookupEvents requests per second per account (CloudTrail allows 2): the `cloudtrail` polls,
+    /// and for either type the bulk sync's question of which users changed since an older report.
     #[serde(default = "default_requests_per_sec")]
     pub requests_per_sec: f64,
     /// sqs: after the first message, how long to keep gathering more before refreshing, so a
@@ -125,6 +126,11 @@ impl EventsSourceConfig {
             return Err(format!("events_source.region: {r:?} is not a region name"));
         }
         Ok(())
+    }
+
+    /// The wait between two LookupEvents requests to one account (`requests_per_sec`).
+    pub fn lookup_pace(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(1.0 / self.requests_per_sec)
     }
 
     /// Where CloudTrail is asked (LookupEvents): the configured region for `cloudtrail`; for `sqs`

@@ -29,7 +29,7 @@ pub async fn run(
         "incremental refresh: polling CloudTrail LookupEvents"
     );
     let region = source.trail_region();
-    let pace = Duration::from_secs_f64(1.0 / source.requests_per_sec);
+    let pace = source.lookup_pace();
     let overlap_ms = (source.overlap_secs as i64) * 1000;
     loop {
         if !hooks.wait_idle(&mut stop).await {
