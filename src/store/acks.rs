@@ -60,7 +60,7 @@ impl Store {
         let filter = needs(mode, "?4");
         let sql = format!(
             "SELECT s.uid, s.content_hash || ?4, r.record, {SEEN_AT}, a.uid IS NOT NULL, s.last_changed, s.user_name
-             FROM snapshot s JOIN records r ON r.id = s.record_id
+             FROM snapshot s LEFT JOIN records r ON r.id = s.record_id
              LEFT JOIN sink_acks a ON a.sink = ?1 AND a.uid = s.uid
              LEFT JOIN account_seen seen ON seen.account_id = s.account_id
              WHERE s.uid > ?2 AND {filter}
@@ -72,21 +72,30 @@ impl Store {
             .map_err(|e| self.sql_err("cannot read sink state", e))?;
         let rows = stmt
             .query_map(params![sink, after_uid, limit as i64, view], |r| {
-                let record: String = r.get(2)?;
+                let record: Option<String> = r.get(2)?;
                 let seen: i64 = r.get(3)?;
-                Ok(PendingRecord {
-                    uid: r.get(0)?,
-                    content_hash: r.get(1)?,
-                    record: with_time(&record, seen),
-                    time_ms: seen,
-                    is_update: r.get(4)?,
-                    last_changed: r.get(5)?,
-                    user_name: r.get(6)?,
-                })
+                Ok((
+                    record,
+                    PendingRecord {
+                        uid: r.get(0)?,
+                        content_hash: r.get(1)?,
+                        record: String::new(),
+                        time_ms: seen,
+                        is_update: r.get(4)?,
+                        last_changed: r.get(5)?,
+                        user_name: r.get(6)?,
+                    },
+                ))
             })
             .map_err(|e| self.sql_err("cannot read sink state", e))?;
-        rows.collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(|e| self.sql_err("cannot read sink state", e))
+        rows.map(|row| {
+            let (record, mut pending) =
+                row.map_err(|e| self.sql_err("cannot read sink state", e))?;
+            let record = record.ok_or_else(|| self.missing_record(&pending.uid))?;
+            pending.record = with_time(&record, pending.time_ms);
+            Ok(pending)
+        })
+        .collect()
     }
 
     /// How many records `sink` still needs under `mode` and its `view` suffix.

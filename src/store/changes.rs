@@ -61,6 +61,8 @@ pub struct ChangeFilter {
 }
 
 const COLUMNS: &str = "id, run_id, at, account_id, uid, user_name, kind, fields, actor";
+/// Change rows pruned (and their records dropped) at a time; a few in unit tests, to go round.
+const PRUNE_BATCH: i64 = if cfg!(test) { 2 } else { 10_000 };
 /// A change row's record (kept once in `records`, shared with the snapshot while it is current).
 const RECORD: &str = ", (SELECT r.record FROM records r WHERE r.id = changes.record_id)";
 
@@ -202,7 +204,11 @@ impl Store {
     ) -> Result<(u64, Vec<(String, u64)>)> {
         let mut conn = self.lock();
         let e = |err| self.sql_err("cannot prune the change log", err);
-        let tx = conn.transaction().map_err(e)?;
+        // Immediate: it reads before it writes, and a write between the two would end a deferred
+        // transaction with a busy error the busy timeout does not wait out.
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(e)?;
         let mut lost = Vec::new();
         for sink in events_sinks {
             let cursor: Option<i64> = tx
@@ -228,35 +234,63 @@ impl Store {
         }
         // The newest row is kept whatever its age: `changes.id` is a rowid, and SQLite would hand
         // out ids again from 1 after an emptied table, below the sinks' event cursors.
-        const PRUNED: &str = "at < ?1 AND id < (SELECT MAX(id) FROM changes)";
-        // The records of pruned rows, kept apart to drop those nothing points at afterwards: no
-        // other change row, and not the user's snapshot row (a record is only ever the current one
-        // of the user it was written for).
-        tx.execute_batch("CREATE TEMP TABLE IF NOT EXISTS pruned_records (id INTEGER, uid TEXT)")
+        let newest: Option<i64> = tx
+            .query_row("SELECT MAX(id) FROM changes", [], |r| r.get(0))
             .map_err(e)?;
-        tx.execute(
-            &format!(
-                "INSERT INTO temp.pruned_records SELECT DISTINCT record_id, uid FROM changes
-                 WHERE record_id IS NOT NULL AND {PRUNED}"
-            ),
-            params![before_ms],
-        )
-        .map_err(e)?;
-        let deleted = tx
-            .execute(
-                &format!("DELETE FROM changes WHERE {PRUNED}"),
-                params![before_ms],
-            )
-            .map_err(e)?;
-        tx.execute_batch(
-            "DELETE FROM records WHERE id IN (
-               SELECT p.id FROM temp.pruned_records p
-               WHERE NOT EXISTS (SELECT 1 FROM changes c WHERE c.record_id = p.id)
-                 AND NOT EXISTS (SELECT 1 FROM snapshot s WHERE s.uid = p.uid AND s.record_id = p.id));
-             DELETE FROM temp.pruned_records;",
-        )
-        .map_err(e)?;
+        let mut deleted = 0u64;
+        if let Some(newest) = newest {
+            // Oldest first, a batch at a time, in id order (`+at`: not by the `at` index, which
+            // would sort every pruned row first): no temporary table, whose files could fill a
+            // small /tmp when a year of a million users' changes goes at once.
+            let mut select = tx
+                .prepare_cached(
+                    "SELECT id, uid, record_id FROM changes
+                     WHERE +at < ?1 AND id < ?2 AND id > ?3 ORDER BY id LIMIT ?4",
+                )
+                .map_err(e)?;
+            let mut delete = tx
+                .prepare_cached(
+                    "DELETE FROM changes WHERE +at < ?1 AND id < ?2 AND id > ?3 AND id <= ?4",
+                )
+                .map_err(e)?;
+            // A pruned row's record goes with it unless another change row points at it, or it is
+            // still its user's current one (a record only ever belongs to the user it was written
+            // for).
+            let mut drop_record = tx
+                .prepare_cached(
+                    "DELETE FROM records WHERE id = ?1
+                       AND NOT EXISTS (SELECT 1 FROM changes WHERE record_id = ?1)
+                       AND NOT EXISTS (SELECT 1 FROM snapshot WHERE uid = ?2 AND record_id = ?1)",
+                )
+                .map_err(e)?;
+            let mut after = 0i64;
+            loop {
+                let batch = select
+                    .query_map(params![before_ms, newest, after, PRUNE_BATCH], |r| {
+                        Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get(2)?))
+                    })
+                    .map_err(e)?
+                    .collect::<rusqlite::Result<Vec<(i64, String, Option<i64>)>>>()
+                    .map_err(e)?;
+                let Some(&(last, _, _)) = batch.last() else {
+                    break;
+                };
+                deleted += delete
+                    .execute(params![before_ms, newest, after, last])
+                    .map_err(e)? as u64;
+                let mut records: Vec<(i64, &str)> = batch
+                    .iter()
+                    .filter_map(|(_, uid, record)| record.map(|id| (id, uid.as_str())))
+                    .collect();
+                records.sort_unstable();
+                records.dedup();
+                for (id, uid) in records {
+                    drop_record.execute(params![id, uid]).map_err(e)?;
+                }
+                after = last;
+            }
+        }
         tx.commit().map_err(e)?;
-        Ok((deleted as u64, lost))
+        Ok((deleted, lost))
     }
 }

@@ -181,8 +181,15 @@ impl Store {
                 .map_err(|e| err("cannot configure", &e))?;
             conn.pragma_update(None, "foreign_keys", "ON")
                 .map_err(|e| err("cannot configure", &e))?;
-            migrate(&conn, version)
-                .map_err(|e| err("cannot apply migrations (is it writable?)", &e))?;
+            // A migration that rebuilds tables (0008) needs free space about the store's size.
+            migrate(&conn, version).map_err(|(name, e)| {
+                err(
+                    &format!(
+                        "cannot apply migration {name} (is it writable, with free space about its size?)"
+                    ),
+                    &e,
+                )
+            })?;
         } else if version < known {
             return Err(StoreError(format!(
                 "store {shown} has schema {version} and needs migrating to {known}: run `iam-inventory sync` once"
@@ -227,6 +234,15 @@ impl Store {
         // A panic while holding the lock cannot leave SQLite inconsistent (transactions roll back on
         // drop), so a poisoned lock is safe to reuse.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A snapshot row whose record is gone from `records`: never written so, but said rather than
+    /// skipped (a user left out of an export or a delivery would be silently lost).
+    pub(crate) fn missing_record(&self, uid: &str) -> StoreError {
+        StoreError(format!(
+            "store {}: the snapshot row of {uid} has no record (the store is damaged; `sqlite3 <store> 'PRAGMA integrity_check'` tells more)",
+            self.path.display()
+        ))
     }
 
     pub(crate) fn sql_err(&self, what: &str, e: rusqlite::Error) -> StoreError {
@@ -300,8 +316,8 @@ impl Store {
         let conn = self.lock();
         let mut stmt = conn
             .prepare(&format!(
-                "SELECT r.record, {SEEN_AT} FROM snapshot s
-                 JOIN records r ON r.id = s.record_id
+                "SELECT r.record, {SEEN_AT}, s.uid FROM snapshot s
+                 LEFT JOIN records r ON r.id = s.record_id
                  LEFT JOIN account_seen seen ON seen.account_id = s.account_id
                  ORDER BY s.account_id, s.uid"
             ))
@@ -314,7 +330,9 @@ impl Store {
             .next()
             .map_err(|e| self.sql_err("cannot read the snapshot", e))?
         {
-            let record: String = row.get(0).map_err(|e| self.sql_err("bad row", e))?;
+            let record: Option<String> = row.get(0).map_err(|e| self.sql_err("bad row", e))?;
+            let uid: String = row.get(2).map_err(|e| self.sql_err("bad row", e))?;
+            let record = record.ok_or_else(|| self.missing_record(&uid))?;
             let seen: i64 = row.get(1).map_err(|e| self.sql_err("bad row", e))?;
             each(&with_time(&record, seen)).map_err(ExportError::Write)?;
             n += 1;
@@ -361,12 +379,19 @@ fn mark_dead_runs(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
-fn migrate(conn: &Connection, from: i64) -> rusqlite::Result<()> {
-    for (i, (_name, sql)) in MIGRATIONS.iter().enumerate().skip(from as usize) {
-        let tx = conn.unchecked_transaction()?;
-        tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
-        tx.commit()?;
+/// Applies the migrations after `from`, each in its own transaction; on failure, which one.
+fn migrate(
+    conn: &Connection,
+    from: i64,
+) -> std::result::Result<(), (&'static str, rusqlite::Error)> {
+    for (i, (name, sql)) in MIGRATIONS.iter().enumerate().skip(from as usize) {
+        let apply = || -> rusqlite::Result<()> {
+            let tx = conn.unchecked_transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+            tx.commit()
+        };
+        apply().map_err(|e| (*name, e))?;
     }
     Ok(())
 }

@@ -930,4 +930,77 @@ pub(crate) mod tests {
         assert_eq!(records(), 1);
         assert_eq!(logged(), [("deleted:y".to_string(), 4)]);
     }
+
+    /// Pruning the log keeps the records the snapshot still shares; a retirement points at the
+    /// user's last record; a snapshot row without its record is an error naming the user, never a
+    /// user silently left out of an export or a delivery.
+    #[test]
+    fn pruning_and_retiring_keep_the_records_still_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db"), OpenMode::ReadWrite).unwrap();
+        let user = |name: &str| {
+            let mut r = record("x");
+            r["user"]["uid"] = json!(format!("arn:aws:iam::1:user/{name}"));
+            r["user"]["name"] = json!(name);
+            PreparedRecord::from_record(r)
+        };
+        let run_id = store.begin_run(1).unwrap();
+        let out = store
+            .apply_account(&full_write(run_id, 1_000), ["a", "b", "c"].map(user))
+            .unwrap();
+        assert_eq!(out.created, 3);
+        let count = |sql: &str| -> i64 { store.lock().query_row(sql, [], |r| r.get(0)).unwrap() };
+        // Two of the three created rows go (in batches of two here); their records are the
+        // snapshot's, and stay.
+        assert_eq!(store.prune_changes(i64::MAX, &[]).unwrap().0, 2);
+        assert_eq!(count("SELECT COUNT(*) FROM records"), 3);
+        let mut exported = 0;
+        store
+            .export(&mut |_| {
+                exported += 1;
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(exported, 3);
+
+        // The account leaves the scope: each retired row points at its user's last record.
+        let run_id = store.begin_run(2).unwrap();
+        let retired = store
+            .retire_accounts(run_id, &HashSet::new(), 2_000, false)
+            .unwrap();
+        assert_eq!(retired.len(), 3);
+        let all = ChangeFilter {
+            with_records: true,
+            ..ChangeFilter::default()
+        };
+        let log = store.changes(&all).unwrap();
+        let retired_records: Vec<&str> = log
+            .iter()
+            .filter(|c| c.kind == ChangeKind::Retired)
+            .map(|c| c.record.as_ref().unwrap()["user"]["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(retired_records, ["a", "b", "c"]);
+        assert_eq!(
+            count("SELECT COUNT(*) FROM records"),
+            3,
+            "shared, not copied"
+        );
+
+        // A damaged store: the error names the user.
+        let run_id = store.begin_run(3).unwrap();
+        store
+            .apply_account(&full_write(run_id, 3_000), ["d"].map(user))
+            .unwrap();
+        store
+            .lock()
+            .execute_batch("DELETE FROM records WHERE id = (SELECT record_id FROM snapshot)")
+            .unwrap();
+        let err = store.export(&mut |_| Ok(())).unwrap_err().to_string();
+        assert!(err.contains("arn:aws:iam::1:user/d has no record"), "{err}");
+        let Err(err) = store.pending("siem", SinkMode::CreateUpdate, "", "", 10) else {
+            panic!("an error, not a user left out");
+        };
+        let err = err.to_string();
+        assert!(err.contains("arn:aws:iam::1:user/d has no record"), "{err}");
+    }
 }
