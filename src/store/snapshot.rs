@@ -196,14 +196,6 @@ impl Store {
                     "UPDATE snapshot SET last_seen = ?2, last_run_id = ?3 WHERE uid = ?1",
                 )
                 .map_err(e("cannot write the snapshot"))?;
-            let mut rewrite = tx
-                .prepare_cached(
-                    "UPDATE snapshot SET account_id = ?2, user_name = ?3, path = ?4, content_hash = ?5,
-                       record_hash = ?6, record_id = ?7, last_seen = ?8, last_run_id = ?9,
-                       last_changed = CASE WHEN ?10 THEN ?8 ELSE last_changed END
-                     WHERE uid = ?1",
-                )
-                .map_err(e("cannot write the snapshot"))?;
             let mut rehash_acks = tx
                 .prepare_cached(
                     // Keeps a sink's view suffix (`<hash>:<mapping fingerprint>`).
@@ -211,11 +203,19 @@ impl Store {
                      WHERE uid = ?1 AND substr(content_hash, 1, length(?2)) = ?2",
                 )
                 .map_err(e("cannot write sink state"))?;
-            let mut insert = tx
+            // A created user's row, or a changed user's rewritten (`?10`: its content changed,
+            // not only volatile fields).
+            let mut upsert = tx
                 .prepare_cached(
                     "INSERT INTO snapshot (uid, account_id, user_name, path, content_hash, record_hash, record_id,
                        first_seen, last_seen, last_changed, last_run_id)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?8, ?9)",
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?8, ?9)
+                     ON CONFLICT (uid) DO UPDATE SET account_id = excluded.account_id,
+                       user_name = excluded.user_name, path = excluded.path,
+                       content_hash = excluded.content_hash, record_hash = excluded.record_hash,
+                       record_id = excluded.record_id, last_seen = excluded.last_seen,
+                       last_run_id = excluded.last_run_id,
+                       last_changed = CASE WHEN ?10 THEN excluded.last_seen ELSE last_changed END",
                 )
                 .map_err(e("cannot write the snapshot"))?;
             let mut log = tx
@@ -236,19 +236,48 @@ impl Store {
                        AND NOT EXISTS (SELECT 1 FROM changes WHERE record_id = ?1)",
                 )
                 .map_err(e("cannot write the snapshot"))?;
-            let mut put_record = |previous: Option<i64>, text: &str| -> Result<i64> {
-                if let Some(id) = previous
-                    && reuse_record
-                        .execute(params![id, text])
-                        .map_err(e("cannot write the snapshot"))?
-                        == 1
-                {
-                    return Ok(id);
+            // Writes a created or changed user's row with its record (`previous`: the record the
+            // row had); returns the record's id, `None` in a dry run (which writes nothing).
+            let mut write_row = |rec: &Ready,
+                                 previous: Option<i64>,
+                                 text: &str,
+                                 content_hash: &str,
+                                 changed: bool|
+             -> Result<Option<i64>> {
+                if !write {
+                    return Ok(None);
                 }
-                new_record
-                    .execute(params![text])
+                let id = match previous {
+                    Some(id)
+                        if reuse_record
+                            .execute(params![id, text])
+                            .map_err(e("cannot write the snapshot"))?
+                            == 1 =>
+                    {
+                        id
+                    }
+                    _ => {
+                        new_record
+                            .execute(params![text])
+                            .map_err(e("cannot write the snapshot"))?;
+                        tx.last_insert_rowid()
+                    }
+                };
+                upsert
+                    .execute(params![
+                        rec.uid,
+                        w.account_id,
+                        rec.user_name,
+                        rec.path,
+                        content_hash,
+                        rec.record_hash,
+                        id,
+                        w.collected_ms,
+                        w.run_id,
+                        changed
+                    ])
                     .map_err(e("cannot write the snapshot"))?;
-                Ok(tx.last_insert_rowid())
+                Ok(Some(id))
             };
             let actor: Option<crate::collect::events::Actor> =
                 w.actor.and_then(|a| serde_json::from_str(a).ok());
@@ -451,7 +480,7 @@ impl Store {
                 };
                 let known_ref = known_ref.get_or_init(|| known);
                 let _ = known_read.send(());
-                for rec in arrivals.into_iter().flatten() {
+                for mut rec in arrivals.into_iter().flatten() {
                     let known = known_ref.get(&rec.uid);
                     // A whole account's rows are all in `known`; a refresh's scope is its names,
                     // so a record outside them (none expected) is looked up.
@@ -474,7 +503,8 @@ impl Store {
                     // Not built: `known` had the same input hash. Built, the lookup may still have.
                     let unchanged =
                         existing.is_some_and(|(_, record_hash, _)| record_hash == rec.record_hash);
-                    let Some((text, new_content_hash)) = rec.built.filter(|_| !unchanged) else {
+                    let Some((text, new_content_hash)) = rec.built.take().filter(|_| !unchanged)
+                    else {
                         if write && w.only_users.is_some() {
                             touch
                                 .execute(params![rec.uid, w.collected_ms, w.run_id])
@@ -484,24 +514,7 @@ impl Store {
                         continue;
                     };
                     let Some((content_hash, _, previous)) = existing else {
-                        let mut record_id = None;
-                        if write {
-                            let id = put_record(None, &text)?;
-                            record_id = Some(id);
-                            insert
-                                .execute(params![
-                                    rec.uid,
-                                    w.account_id,
-                                    rec.user_name,
-                                    rec.path,
-                                    new_content_hash,
-                                    rec.record_hash,
-                                    id,
-                                    w.collected_ms,
-                                    w.run_id
-                                ])
-                                .map_err(e("cannot write the snapshot"))?;
-                        }
+                        let record_id = write_row(&rec, None, &text, &new_content_hash, true)?;
                         outcome.created += 1;
                         push_change(
                             &mut outcome,
@@ -526,32 +539,20 @@ impl Store {
                         let new: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
                         field_changes(&strip_volatile(&old), &strip_volatile(&new))
                     };
-                    let mut record_id = None;
-                    if write {
-                        let id = put_record(Some(previous), &text)?;
-                        record_id = Some(id);
-                        rewrite
-                            .execute(params![
-                                rec.uid,
-                                w.account_id,
-                                rec.user_name,
-                                rec.path,
-                                new_content_hash,
-                                rec.record_hash,
-                                id,
-                                w.collected_ms,
-                                w.run_id,
-                                !fields.is_empty()
-                            ])
-                            .map_err(e("cannot write the snapshot"))?;
-                        // The hash moved without any field changing (what counts as volatile
-                        // changed between versions): carry the sinks' acknowledgements over, so
-                        // nothing is re-sent for a change that is not one.
-                        if fields.is_empty() && content_hash != new_content_hash {
-                            rehash_acks
-                                .execute(params![rec.uid, content_hash, new_content_hash])
-                                .map_err(e("cannot write sink state"))?;
-                        }
+                    let record_id = write_row(
+                        &rec,
+                        Some(previous),
+                        &text,
+                        &new_content_hash,
+                        !fields.is_empty(),
+                    )?;
+                    // The hash moved without any field changing (what counts as volatile changed
+                    // between versions): carry the sinks' acknowledgements over, so nothing is
+                    // re-sent for a change that is not one.
+                    if write && fields.is_empty() && content_hash != new_content_hash {
+                        rehash_acks
+                            .execute(params![rec.uid, content_hash, new_content_hash])
+                            .map_err(e("cannot write sink state"))?;
                     }
                     if fields.is_empty() {
                         outcome.unchanged += 1;
